@@ -1,0 +1,14 @@
+"""The commands, one module per domain; :func:`build_registry` assembles them."""
+
+from __future__ import annotations
+
+from vmd.api.registry import Registry
+
+
+def build_registry() -> Registry:
+    from vmd.api.commands import control, devices, hmp, runstate
+
+    registry = Registry()
+    for module in (control, runstate, devices, hmp):
+        module.register(registry)
+    return registry

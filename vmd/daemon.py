@@ -1,0 +1,206 @@
+"""The composition root: builds the machine, the command registry and every endpoint.
+
+This is the only module that wires all layers together (docs/ARCHITECTURE.md).
+Start-up order is chosen for a fast path to the first socket: the machine and
+the QMP monitors come first, the HTTP API (aiohttp is the heaviest import)
+after QMP already answers.  systemd hears READY=1 once every socket listens.
+
+Lifecycle follows QEMU: the daemon runs in the foreground until ``quit``, a
+host signal (SIGTERM, SIGINT, SIGHUP: SHUTDOWN with reason host-signal) or a
+guest shutdown without ``-no-shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from vmd.api.commands import build_registry
+from vmd.api.registry import Context
+from vmd.config import Config
+from vmd.errors import ConfigError, VmdError
+from vmd.events import EventBus
+from vmd.machine.machine import Machine
+from vmd.transports.chardev import Chardev
+
+log = logging.getLogger("vmd")
+
+
+class Services:
+    """What commands may reach beyond the machine: configuration and chardev state."""
+
+    def __init__(self, daemon: "Daemon"):
+        self._daemon = daemon
+
+    @property
+    def config(self) -> Config:
+        return self._daemon.config
+
+    def chardev_infos(self) -> list[dict]:
+        return [c.info() for c in self._daemon.chardevs.values()]
+
+
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        self.events = EventBus()
+        self.registry = build_registry()
+        self.services = Services(self)
+        self.chardevs: dict[str, Chardev] = {}
+        self.machine: Machine | None = None
+        self.http = None
+        self.exit_code: asyncio.Future[int] | None = None
+        self.endpoints: dict[str, str] = {}
+        self.notifier = None
+        self._watchdog_task: asyncio.Task | None = None
+
+    # -- composition -------------------------------------------------------------------
+    def context(self, session: Any = None) -> Context:
+        return Context(machine=self.machine, services=self.services, session=session)
+
+    def request_exit(self, code: int) -> None:
+        """End the process soon, after replies already queued are written."""
+        loop = asyncio.get_running_loop()
+
+        def finish() -> None:
+            if self.exit_code is not None and not self.exit_code.done():
+                self.exit_code.set_result(code)
+
+        loop.call_soon(finish)
+
+    def build_machine(self) -> Machine:
+        """Create the machine and cold-plug the configured devices.
+
+        :raises ConfigError: naming the option, with QEMU's text.
+        """
+        loop = asyncio.get_running_loop()
+        machine = Machine(
+            self.events,
+            start_paused=self.config.start_paused,
+            no_shutdown=self.config.no_shutdown,
+            defer=loop.call_soon,
+            request_exit=self.request_exit,
+        )
+        for spec in self.config.devices:
+            try:
+                machine.add_device(spec.driver, spec.id, spec.bus, spec.props)
+            except VmdError as err:
+                raise ConfigError(err.desc, option=spec.origin or f"-device {spec.driver}") from err
+        self.machine = machine
+        return machine
+
+    async def open_chardevs(self) -> None:
+        from vmd.proto.qmp import greeting
+        from vmd.api.commands.control import version_info
+
+        monitors = {m.chardev: m for m in self.config.monitors}
+        hello = greeting(version_info(), ["oob"])
+        for spec in self.config.chardevs:
+            chardev = Chardev(spec)
+            monitor = monitors.get(spec.id)
+            factory = None
+            if monitor is not None:
+                chardev.frontend = "monitor"
+                factory = self._monitor_factory(monitor, hello)
+            await chardev.open(factory)
+            self.chardevs[spec.id] = chardev
+            if monitor is not None:
+                self.endpoints[f"{'QMP' if monitor.mode == 'control' else 'HMP'} monitor ({spec.id})"] = chardev.filename().removeprefix("disconnected:")
+            elif getattr(spec, "tn3270", False):
+                self.endpoints[f"3270 terminal ({spec.id})"] = chardev.filename().removeprefix("disconnected:")
+
+    def _monitor_factory(self, monitor, hello):
+        if monitor.mode == "control":
+            from vmd.transports.qmp_server import QmpSession
+
+            return lambda: QmpSession(
+                self.registry, self.context, self.events, hello, pretty=monitor.pretty
+            )
+        from vmd.transports.hmp_server import HmpSession
+
+        return lambda: HmpSession(self.registry, self.context)
+
+    async def start_http(self) -> None:
+        address = self.config.api.address()
+        if address is None:
+            return
+        from vmd.transports.http_rpc import HttpApi, write_token
+        from vmd.schemas import full_schema
+
+        token_path = Path(self.config.api.token_file or self.config.resolved_runtime_dir() / "token")
+        token = write_token(token_path)
+        self.http = HttpApi(self.registry, self.events, self.context, token, lambda: full_schema(self.registry))
+        try:
+            host, port = await self.http.start(*address)
+        except OSError as err:
+            raise ConfigError(f"cannot listen on {address[0]}:{address[1]}: {err.strerror}", option="api.listen") from err
+        self.endpoints["JSON-RPC API"] = f"http://{host}:{port}/rpc (token in {token_path})"
+
+    # -- run ----------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.exit_code = loop.create_future()
+        runtime = self.config.resolved_runtime_dir()
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            machine = self.build_machine()
+            await self.open_chardevs()
+            machine.boot()
+            await self.start_http()
+        except BaseException:
+            await self.close()
+            raise
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        for what, where in self.endpoints.items():
+            log.info("%s: %s", what, where)
+        log.info("machine %s is %s", self.config.name or "(unnamed)", machine.state.value)
+        self._notify_ready()
+        try:
+            return await self.exit_code
+        finally:
+            await self.close()
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("terminating on signal %d", sig)
+        assert self.machine is not None
+        self.machine.shutdown("host-signal", guest=False)
+
+    def _notify_ready(self) -> None:
+        try:
+            from vmd.systemd import Notifier, watchdog_loop
+        except ImportError:  # pragma: no cover - the module is part of the package
+            return
+        self.notifier = Notifier.from_env()
+        summary = ", ".join(f"{k} on {v}" for k, v in self.endpoints.items())
+        self.notifier.ready(f"running: {summary}" if summary else "running")
+        if self.notifier.watchdog_interval():
+            self._watchdog_task = asyncio.get_running_loop().create_task(
+                watchdog_loop(self.notifier, lambda: self.exit_code is not None and not self.exit_code.done())
+            )
+
+    async def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stopping()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+        for chardev in self.chardevs.values():
+            chardev.close()
+        if self.http is not None:
+            await self.http.stop()
+        await asyncio.sleep(0)  # let transports flush what close() queued
+
+
+def run(config: Config) -> int:
+    """Run the daemon until it exits; returns the exit code."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        return asyncio.run(Daemon(config).run())
+    return uvloop.run(Daemon(config).run())
+
+
+

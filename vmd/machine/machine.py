@@ -1,0 +1,172 @@
+"""The machine: run state, channel subsystem and the device tree.
+
+The machine knows no sockets and no event loop.  It emits events on the
+:class:`~vmd.events.EventBus`, and asks its owner to run things "soon"
+(``defer``) or to end the process (``request_exit``), so the same object runs
+under the daemon and under plain unit tests.
+
+Device identity follows QEMU's QOM layout: a device with an id lives at
+``/machine/peripheral/<id>``, one without at
+``/machine/peripheral-anon/device[N]`` (N counts up and is never reused).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from vmd.devices import registry
+from vmd.devices.base import Device
+from vmd.errors import DeviceNotFound, GenericError
+from vmd.events import EventBus
+from vmd.machine.css import ChannelSubsystem
+from vmd.machine.runstate import RunState, RunStateMachine
+
+CSS_BUS_NAMES = ("virtual-css", "virtual-css-bus", "/machine/virtual-css-bridge/virtual-css")
+_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.]*\Z")
+
+
+def id_wellformed(ident: str) -> bool:
+    """QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'."""
+    return bool(_ID_RE.match(ident))
+
+
+class Machine:
+    """An s390-ccw-virtio machine."""
+
+    def __init__(
+        self,
+        events: EventBus,
+        *,
+        start_paused: bool = False,
+        no_shutdown: bool = False,
+        defer: Callable[[Callable[[], None]], None] | None = None,
+        request_exit: Callable[[int], None] | None = None,
+    ):
+        self.events = events
+        self.css = ChannelSubsystem()
+        self.runstate = RunStateMachine(RunState.PRELAUNCH)
+        self.start_paused = start_paused
+        self.no_shutdown = no_shutdown
+        self.defer = defer or (lambda fn: fn())
+        self.request_exit = request_exit or (lambda code: None)
+        self.devices: dict[str, Device] = {}  # by QOM path, in creation order
+        self.by_id: dict[str, Device] = {}
+        self._anon = 0
+        self.booted = False  # devices added after boot are hot-plugged
+
+    # -- run control -------------------------------------------------------
+    @property
+    def state(self) -> RunState:
+        return self.runstate.state
+
+    def boot(self) -> None:
+        """End of machine creation: later devices are hot-plugged; start unless -S."""
+        self.booted = True
+        if not self.start_paused:
+            self.runstate.to(RunState.RUNNING)
+
+    def stop(self) -> None:
+        """QMP ``stop``: pause a running VM (a no-op in any other state, like QEMU)."""
+        if self.runstate.running:
+            self.runstate.to(RunState.PAUSED)
+            self.events.emit("STOP")
+
+    def cont(self) -> None:
+        """QMP ``cont``.
+
+        :raises GenericError: "Resetting the Virtual Machine is required" after shutdown or a panic.
+        """
+        if self.runstate.needs_reset:
+            raise GenericError("Resetting the Virtual Machine is required")
+        if self.runstate.running:
+            return
+        self.runstate.to(RunState.RUNNING)
+        self.events.emit("RESUME")
+
+    def reset(self, reason: str = "host-qmp-system-reset", guest: bool = False) -> None:
+        """System reset: devices reset, the run state leaves shutdown/panicked for paused."""
+        self.events.emit("RESET", {"guest": guest, "reason": reason})
+        if self.runstate.needs_reset:
+            self.runstate.to(RunState.PAUSED)
+
+    def powerdown(self) -> None:
+        """ACPI-style power button: the guest is asked to shut down (signal quiesce on s390x)."""
+        self.events.emit("POWERDOWN")
+
+    def shutdown(self, reason: str, guest: bool) -> None:
+        """A shutdown request: the process exits, except for a guest shutdown under -no-shutdown."""
+        self.events.emit("SHUTDOWN", {"guest": guest, "reason": reason})
+        if guest and self.no_shutdown:
+            if self.runstate.running:
+                self.runstate.to(RunState.SHUTDOWN)
+                self.events.emit("STOP")
+            return
+        self.request_exit(0)
+
+    # -- devices -------------------------------------------------------------
+    def find(self, ident: str) -> Device | None:
+        """A device by id or by QOM path."""
+        if ident.startswith("/"):
+            return self.devices.get(ident)
+        return self.by_id.get(ident)
+
+    def add_device(self, driver: str | None, dev_id: str | None, bus: str | None, props: dict[str, Any]) -> Device:
+        """Create and realize a device; on any error nothing is left behind.
+
+        Devices added after :meth:`boot` are hot-plugged (and queue channel report words).
+
+        :raises GenericError: with QEMU's text for every refusal.
+        """
+        if driver is None:
+            raise GenericError("Parameter 'driver' is missing")
+        cls = registry.lookup(driver)
+        if dev_id is not None:
+            if not id_wellformed(dev_id):
+                raise GenericError("Parameter 'id' expects an identifier")
+            if dev_id in self.by_id:
+                raise GenericError(f"Duplicate device ID '{dev_id}'")
+        if bus is not None and bus not in CSS_BUS_NAMES:
+            raise GenericError(f"Bus '{bus}' not found")
+        if self.booted and not cls.hotpluggable:
+            raise GenericError("Parameter 'driver' expects a pluggable device type")
+        validated = registry.validate_props(cls, props)
+        if dev_id is not None:
+            path = f"/machine/peripheral/{dev_id}"
+        else:
+            path = f"/machine/peripheral-anon/device[{self._anon}]"
+        device = cls(dev_id, validated, path)
+        device.hotplugged = self.booted
+        device.realize(self)  # may raise; realize() claims nothing on failure
+        if dev_id is None:
+            self._anon += 1
+        self.devices[path] = device
+        if dev_id is not None:
+            self.by_id[dev_id] = device
+        return device
+
+    def delete_device(self, ident: str) -> Device:
+        """Unplug a device.  DEVICE_DELETED follows through ``defer`` (after the reply).
+
+        :raises DeviceNotFound: "Device '%s' not found".
+        """
+        device = self.find(ident)
+        if device is None:
+            raise DeviceNotFound(f"Device '{ident}' not found")
+        if not device.hotpluggable:
+            raise GenericError(f"Device '{device.type_name}' does not support hotplugging")
+        device.unrealize(self)
+        del self.devices[device.qom_path]
+        if device.id is not None:
+            self.by_id.pop(device.id, None)
+
+        def announce() -> None:
+            for child in device.children:
+                self.events.emit("DEVICE_DELETED", {"path": f"{device.qom_path}/{child}"})
+            data: dict[str, Any] = {"path": device.qom_path}
+            if device.id is not None:
+                data = {"device": device.id, "path": device.qom_path}
+            self.events.emit("DEVICE_DELETED", data)
+
+        self.defer(announce)
+        return device

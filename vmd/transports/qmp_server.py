@@ -1,0 +1,236 @@
+"""QMP monitor sessions over any byte stream (unix socket, TCP, stdio).
+
+Layering: a listener (see :mod:`vmd.transports.chardev`) accepts a connection
+and builds a :class:`QmpSession`; the session feeds bytes to the sans-I/O core
+(:mod:`vmd.proto.qmp`) and runs requests through the shared command registry.
+
+Negotiation is a table swap, as in QEMU's monitor/qmp.c: a session starts
+with a command table holding only ``qmp_capabilities``; accepting
+capabilities swaps in the full registry.  Events flow only after that.
+
+Ordering: requests on one session run one at a time, in order.  Synchronous
+handlers run inline (the common, fast case); a coroutine handler parks the
+queue until it finishes.  Events emitted while a command runs are written
+before its reply, as QEMU does (``quit`` sends SHUTDOWN, then ``{"return": {}}``).
+
+Bounds: the core caps message size; at most :data:`MAX_PENDING` requests wait
+per session before reading pauses; a client that stops reading loses its
+oldest events (per-listener queue), and reading pauses while its write
+buffer is above the high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any, Callable
+
+from vmd.api.registry import Context, Registry
+from vmd.errors import CommandNotFound, GenericError, VmdError
+from vmd.events import EventBus, EventListener
+from vmd.proto import qmp as wire
+
+log = logging.getLogger("vmd.qmp")
+
+MAX_PENDING = 64
+WRITE_HIGH_WATER = 1 << 20
+CAPABILITIES = ["oob"]
+
+
+class QmpSession(asyncio.Protocol):
+    """One QMP client."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        ctx_factory: Callable[["QmpSession"], Context],
+        events: EventBus,
+        greeting: dict[str, Any],
+        *,
+        on_close: Callable[["QmpSession"], None] | None = None,
+        pretty: bool = False,
+    ):
+        self.registry = registry
+        self.events = events
+        self.ctx = ctx_factory(self)
+        self.greeting = greeting
+        self.on_close = on_close
+        self.pretty = pretty
+        self.splitter = wire.JsonStreamSplitter()
+        self.transport: asyncio.BaseTransport | None = None
+        self.writer: Any = None  # transport used for output (differs for stdio)
+        self.negotiating = True
+        self.oob_enabled = False
+        self.listener: EventListener | None = None
+        self.pending: collections.deque = collections.deque()
+        self.busy = False
+        self.closed = False
+        self.reading_paused = False
+        self._flush_scheduled = False
+        self.loop = asyncio.get_event_loop()
+        self.peer = "?"
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        if self.writer is None:
+            self.writer = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer) if peer else "local"
+        self._send(self.greeting)
+
+    def data_received(self, data: bytes) -> None:
+        for item in self.splitter.feed(data):
+            if isinstance(item, wire.WireError):
+                self._send(wire.err("GenericError", item.desc, wire.ABSENT))
+                continue
+            request = wire.parse_request(item.value, oob_enabled=self.oob_enabled)
+            if isinstance(request, wire.DispatchError):
+                self._send(wire.err(request.error_class, request.desc, request.id))
+                continue
+            if self.busy or self.pending:
+                self.pending.append(request)
+                if len(self.pending) >= MAX_PENDING:
+                    self._pause_reading()
+            else:
+                self._run(request)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.listener is not None:
+            self.events.unlisten(self.listener)
+            self.listener = None
+        self.pending.clear()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def pause_writing(self) -> None:
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._resume_reading()
+
+    # -- requests -----------------------------------------------------------------
+    def _run(self, request: "wire.Request") -> None:
+        if self.negotiating:
+            self._negotiate(request)
+            return
+        try:
+            spec = self.registry.get(request.name)
+            parsed = self.registry.parse_args(spec, request.arguments)
+            if spec.is_async:
+                self.busy = True
+                task = self.loop.create_task(spec.handler(self.ctx, parsed))
+                task.add_done_callback(lambda t, r=request: self._finish_async(r, t))
+                return
+            result = spec.handler(self.ctx, parsed)
+        except VmdError as err:
+            self._reply(wire.err(err.error_class, err.desc, request.id))
+            return
+        except Exception as err:  # a bug in vmd: answer, log, keep serving
+            log.exception("command %s failed", request.name)
+            self._reply(wire.err("GenericError", f"internal error: {err}", request.id))
+            return
+        self._reply(wire.ok(_to_wire(result), request.id))
+
+    def _finish_async(self, request: "wire.Request", task: asyncio.Task) -> None:
+        self.busy = False
+        if self.closed:
+            return
+        try:
+            result = task.result()
+        except VmdError as err:
+            self._reply(wire.err(err.error_class, err.desc, request.id))
+        except Exception as err:
+            log.exception("command %s failed", request.name)
+            self._reply(wire.err("GenericError", f"internal error: {err}", request.id))
+        else:
+            self._reply(wire.ok(_to_wire(result), request.id))
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        while self.pending and not self.busy and not self.closed:
+            self._run(self.pending.popleft())
+        if len(self.pending) < MAX_PENDING // 2:
+            self._resume_reading()
+
+    def _negotiate(self, request: "wire.Request") -> None:
+        if request.name != "qmp_capabilities":
+            err = CommandNotFound("Expecting capabilities negotiation with 'qmp_capabilities'")
+            self._send(wire.err(err.error_class, err.desc, request.id))
+            return
+        enable = request.arguments.get("enable", [])
+        unexpected = sorted(set(request.arguments) - {"enable"})
+        if unexpected:
+            self._send(wire.err("GenericError", f"Parameter '{unexpected[0]}' is unexpected", request.id))
+            return
+        if not isinstance(enable, list) or not all(isinstance(c, str) for c in enable):
+            self._send(wire.err("GenericError", "Invalid parameter type for 'enable', expected: array", request.id))
+            return
+        for cap in enable:
+            if cap not in CAPABILITIES:
+                # QEMU 7.2 names the list element 'null' here; clients match the text, so vmd does too.
+                self._send(wire.err("GenericError", f"Parameter 'null' does not accept value '{cap}'", request.id))
+                return
+        self.oob_enabled = "oob" in enable
+        self.negotiating = False
+        self.listener = self.events.listen(EventListener(wake=self._schedule_flush))
+        self._send(wire.ok({}, request.id))
+
+    # -- output -------------------------------------------------------------------
+    def _reply(self, message: dict) -> None:
+        self._flush_events()
+        self._send(message)
+
+    def _send(self, message: dict) -> None:
+        if self.closed or self.writer is None:
+            return
+        data = wire.encode(message, pretty=self.pretty)
+        try:
+            self.writer.write(data)
+        except (RuntimeError, OSError):
+            self.closed = True
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_events)
+
+    def _flush_events(self) -> None:
+        self._flush_scheduled = False
+        if self.listener is None:
+            return
+        for event in self.listener.drain():
+            self._send(event.to_wire())
+
+    # -- flow control -------------------------------------------------------------
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and hasattr(self.transport, "pause_reading"):
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Flush what is queued and close (daemon shutdown)."""
+        self._flush_events()
+        if self.transport is not None:
+            self.transport.close()
+        if self.writer is not None and self.writer is not self.transport:
+            self.writer.close()
+
+
+def _to_wire(result: Any) -> Any:
+    from vmd.api.registry import to_wire
+
+    return to_wire(result)
+
+
+__all__ = ["QmpSession", "GenericError"]
