@@ -247,6 +247,9 @@ class Config(_Model):
     netdevs: list[NetdevSpec] = Field(default_factory=list, alias="netdev")
     objects: list[ObjectSpec] = Field(default_factory=list, alias="object")
     globals: list[GlobalSpec] = Field(default_factory=list, alias="global")
+    serials: list[str] = Field(
+        default_factory=list, alias="serial", description="-serial: chardev ids of the serial consoles, in order"
+    )
     boot: dict[str, str] = Field(default_factory=dict)
     kernel: str | None = None
     initrd: str | None = None

@@ -58,13 +58,12 @@ def _info_qtree(ctx: Context, rest: str) -> str:
 def _device_add(ctx: Context, rest: str) -> str:
     from vmd.cmdline import parse_opts
 
-    opts = parse_opts(rest, implied_key="driver")
-    driver = opts.pop("driver", None)
-    if driver in ("help", "?"):
+    if rest.strip() in ("help", "?"):
         from vmd.devices.registry import devices_help
 
         return devices_help().replace("\n", CRLF)
-    dev_id = opts.pop("id", None)
+    dev_id, opts = parse_opts(rest, implied="driver")
+    driver = opts.pop("driver", None)
     bus = opts.pop("bus", None)
     ctx.machine.add_device(driver, dev_id, bus, opts)
     return ""
