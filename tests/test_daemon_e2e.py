@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for_socket
+from conftest import ROOT, free_port, wait_for_socket, wait_for_tcp
 
 
 def test_ready_is_sent_once_every_socket_listens_and_stopping_on_sigterm(vmd_factory, tmp_path):
@@ -71,7 +71,7 @@ def test_embedded_default_vm(tmp_path):
     try:
         sock = tmp_path / "vmd" / "demo" / "qmp.sock"
         wait_for_socket(sock, proc)
-        socket.create_connection(("127.0.0.1", tn_port), timeout=2).close()
+        wait_for_tcp(tn_port, proc)
         out = subprocess.run([sys.executable, "-m", "vmd.vmctl", "-s", str(sock), "--json", "query-chardev"],
                              capture_output=True, text=True, env=env)
         labels = {c["label"] for c in json.loads(out.stdout)}

@@ -83,6 +83,7 @@ OTHER_TARGET_OPTIONS: dict[str, bool] = {
 #: vmd's own options (no QEMU counterpart); the value says whether they take an argument.
 VMD_OPTIONS: dict[str, bool] = {
     "config": True, "print-config": False, "api-listen": True, "token-file": True, "runtime-dir": True,
+    "tn3270-listen": True,
 }
 
 #: The chardev option table of QEMU 7.2 (name -> QemuOpts type), as ``-chardev null,help`` lists it.
@@ -2157,19 +2158,9 @@ def build_config(parsed: ParsedCommandLine, *, check_devices: bool = True):
     """
     from pydantic import ValidationError
 
-    from vmd.config import Config, embedded_default
+    from vmd.config import Config
 
-    raw = parsed.raw
-    if parsed.is_empty:
-        base: dict[str, Any] = {}
-        _apply_vmd_options(base, parsed.vmd_options)
-        try:
-            runtime_dir = Config.model_validate(base).resolved_runtime_dir()
-        except ValidationError as err:
-            text, loc = _validation_text(err)
-            raise CmdlineError(text, _vmd_option_for(loc, parsed)) from None
-        raw = embedded_default(runtime_dir)
-        _apply_vmd_options(raw, parsed.vmd_options)
+    raw = effective_raw(parsed)
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
@@ -2186,6 +2177,31 @@ def build_config(parsed: ParsedCommandLine, *, check_devices: bool = True):
             except VmdError as err:
                 raise CmdlineError(err.desc, dev.origin) from None
     return config
+
+
+def effective_raw(parsed: ParsedCommandLine) -> dict[str, Any]:
+    """The Config input the command line stands for, the embedded demo VM included (stdlib only).
+
+    The start-up fast path reads the monitor sockets from it before pydantic is imported.
+
+    :raises CmdlineError: for ``--tn3270-listen`` without the demo VM, or a malformed address.
+    """
+    from vmd.defaults import DEMO_NAME, DEFAULT_TN3270_LISTEN, embedded_default, runtime_dir_for
+
+    opts = parsed.vmd_options
+    tn3270 = opts.get("tn3270-listen")
+    if tn3270 is not None:
+        host, sep, port = tn3270.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise _err(f"--tn3270-listen must be HOST:PORT, not '{tn3270}'")
+        if not parsed.is_empty:
+            raise _err("--tn3270-listen applies to the embedded demo VM only; "
+                       "use -chardev socket,...,tn3270=on with a machine")
+    if not parsed.is_empty:
+        return parsed.raw
+    raw = embedded_default(runtime_dir_for(DEMO_NAME, opts.get("runtime-dir")), tn3270 or DEFAULT_TN3270_LISTEN)
+    _apply_vmd_options(raw, opts)
+    return raw
 
 
 def _vmd_option_for(loc: tuple, parsed: ParsedCommandLine) -> str | None:
@@ -2335,6 +2351,7 @@ vmd's own options:
 --api-listen HOST:PORT        JSON-RPC API address
 --token-file PATH             where the API bearer token is written
 --runtime-dir DIR             directory for sockets and the token
+--tn3270-listen HOST:PORT     3270 terminal port of the embedded demo VM (default 127.0.0.1:2300)
 --version                     -h, --help
 
 Options may be written -opt or --opt.  See docs/COMMAND-LINE.md.

@@ -17,6 +17,7 @@ import uuid as uuid_mod
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+from vmd.defaults import DEFAULT_API_LISTEN, embedded_default, runtime_dir_for  # noqa: F401 (re-exported)
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -291,45 +292,4 @@ class Config(_Model):
 
     def resolved_runtime_dir(self) -> Path:
         """Where sockets and the token live: systemd's RuntimeDirectory, else XDG, else /run."""
-        if self.runtime_dir:
-            return Path(self.runtime_dir)
-        name = self.name or "default"
-        if os.environ.get("RUNTIME_DIRECTORY"):
-            return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
-        if os.environ.get("XDG_RUNTIME_DIR"):
-            return Path(os.environ["XDG_RUNTIME_DIR"]) / "vmd" / name
-        if os.geteuid() == 0:
-            return Path("/run/vmd") / name
-        return Path(f"/tmp/vmd-{os.getuid()}") / name
-
-
-DEFAULT_API_LISTEN = "127.0.0.1:4480"
-DEFAULT_TN3270_HOST = "127.0.0.1"
-DEFAULT_TN3270_PORT = 2300
-
-
-def embedded_default(runtime_dir: Path) -> dict[str, Any]:
-    """The demo VM ``vmd`` starts with no machine options, as raw configuration data.
-
-    QMP on a unix socket in the runtime directory, the JSON-RPC API on
-    127.0.0.1, and one tn3270 terminal chardev on 127.0.0.1:2300.
-    """
-    return {
-        "name": "demo",
-        "runtime-dir": str(runtime_dir),
-        "chardev": [
-            {"backend": "socket", "id": "qmp0", "path": str(runtime_dir / "qmp.sock"), "server": True, "wait": False},
-            {
-                "backend": "socket",
-                "id": "term0",
-                "host": DEFAULT_TN3270_HOST,
-                "port": DEFAULT_TN3270_PORT,
-                "server": True,
-                "wait": False,
-                "tn3270": True,
-            },
-        ],
-        "monitor": [{"chardev": "qmp0", "mode": "control"}],
-        "device": [{"driver": "virtio-rng-ccw", "id": "rng0"}],
-        "api": {"listen": DEFAULT_API_LISTEN},
-    }
+        return runtime_dir_for(self.name, self.runtime_dir)

@@ -44,8 +44,10 @@ class Services:
 
 
 class Daemon:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, early: Any = None):
         self.config = config
+        #: the start-up fast path's listening sockets and greeted clients, by chardev id
+        self.early_listeners, self.early_clients = early.handover() if early is not None else ({}, {})
         self.events = EventBus()
         self.registry = build_registry()
         self.services = Services(self)
@@ -94,12 +96,14 @@ class Daemon:
 
     async def open_chardevs(self) -> None:
         from vmd.proto.qmp import greeting
-        from vmd.api.commands.control import version_info
+        from vmd.version import version_info
 
         monitors = {m.chardev: m for m in self.config.monitors}
         hello = greeting(version_info(), ["oob"])
         for spec in self.config.chardevs:
             chardev = Chardev(spec)
+            chardev.presocket = self.early_listeners.pop(spec.id, None)
+            chardev.early_clients = self.early_clients.pop(spec.id, [])
             monitor = monitors.get(spec.id)
             factory = None
             if monitor is not None:
@@ -116,12 +120,12 @@ class Daemon:
         if monitor.mode == "control":
             from vmd.transports.qmp_server import QmpSession
 
-            return lambda: QmpSession(
-                self.registry, self.context, self.events, hello, pretty=monitor.pretty
+            return lambda early: QmpSession(
+                self.registry, self.context, self.events, hello, pretty=monitor.pretty, early=early
             )
         from vmd.transports.hmp_server import HmpSession
 
-        return lambda: HmpSession(self.registry, self.context)
+        return lambda early: HmpSession(self.registry, self.context)
 
     async def start_http(self) -> None:
         address = self.config.api.address()
@@ -194,13 +198,17 @@ class Daemon:
         await asyncio.sleep(0)  # let transports flush what close() queued
 
 
-def run(config: Config) -> int:
-    """Run the daemon until it exits; returns the exit code."""
+def run(config: Config, early: Any = None) -> int:
+    """Run the daemon until it exits; returns the exit code.
+
+    ``early`` is the start-up fast path's :class:`~vmd.transports.early_monitor.EarlyMonitor`,
+    whose sockets and clients the daemon takes over.
+    """
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        return asyncio.run(Daemon(config).run())
-    return uvloop.run(Daemon(config).run())
+        return asyncio.run(Daemon(config, early).run())
+    return uvloop.run(Daemon(config, early).run())
 
 
 

@@ -76,11 +76,12 @@ def _int_parser(bits: int, signed: bool):
             try:
                 n = _parse_int_text(value)
             except ValueError:
-                raise _expects(name) from None
+                raise _expects("integer") from None
         else:
             raise _json_type("integer")
         if not lo <= n <= hi:
-            raise _expects(name)
+            # QEMU's visitor names the C type when the number does not fit
+            raise _expects(name if bits == 64 else f"{name}_t")
         return n
 
     return parse

@@ -13,16 +13,14 @@ window in which the socket is more open), and each listener accepts at most
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import socket
-import stat
 import sys
 from typing import Any, Callable
 
 from vmd.config import ChardevFile, ChardevNull, ChardevSocket, ChardevStdio
 from vmd.errors import ConfigError
+from vmd.transports.listen import bind_tcp, bind_unix
 
 log = logging.getLogger("vmd.chardev")
 
@@ -43,6 +41,11 @@ class Chardev:
         self.connections: set[asyncio.BaseProtocol] = set()
         self.server: asyncio.AbstractServer | None = None
         self.bound_address: Any = None
+        #: a socket bound before the event loop existed, and clients it already greeted
+        #: (see :mod:`vmd.transports.early_monitor`)
+        self.presocket: Any = None
+        self.early_clients: list[Any] = []
+        self.first_client: asyncio.Event | None = None
 
     # -- QEMU's query-chardev "filename" ---------------------------------------------
     def filename(self) -> str:
@@ -68,27 +71,34 @@ class Chardev:
         return {"label": self.label, "filename": self.filename(), "frontend-open": self.frontend is not None}
 
     # -- opening -----------------------------------------------------------------------
-    async def open(self, protocol_factory: Callable[[], asyncio.Protocol] | None) -> None:
-        """Start serving: bind a listening socket, or connect stdio."""
+    async def open(self, protocol_factory: Callable[[Any], asyncio.Protocol] | None) -> None:
+        """Start serving: bind a listening socket (or adopt the pre-bound one), or connect stdio.
+
+        ``protocol_factory(early)`` builds the frontend's protocol for one client;
+        ``early`` is the state of a client the early monitor already served, or None.
+        """
         spec = self.spec
         loop = asyncio.get_running_loop()
-        factory = protocol_factory or _DiscardProtocol
+        factory = protocol_factory or (lambda early: _DiscardProtocol())
+        self.first_client = asyncio.Event()
         if isinstance(spec, ChardevSocket):
             if not spec.server:
                 raise ConfigError("client-mode sockets are not supported yet", option=spec.origin)
-            sock = _bind_unix(spec.path, spec.origin) if spec.path else _bind_tcp(spec, spec.origin)
+            sock = self.presocket or (bind_unix(spec.path, spec.origin) if spec.path else bind_tcp(spec.host, spec.port, spec.origin))
             self.bound_address = sock.getsockname() if not spec.path else spec.path
 
-            def tracked() -> asyncio.Protocol:
-                proto = factory()
-                return _Tracked(self, proto)
+            def tracked(early: Any = None) -> asyncio.Protocol:
+                return _Tracked(self, factory(early))
 
             if spec.path:
                 self.server = await loop.create_unix_server(tracked, sock=sock)
             else:
                 self.server = await loop.create_server(tracked, sock=sock)
+            for early in self.early_clients:
+                await loop.connect_accepted_socket(lambda early=early: tracked(early), sock=early.sock)
+            self.early_clients = []
         elif isinstance(spec, ChardevStdio):
-            proto = factory()
+            proto = factory(None)
             # Output first: the session greets from connection_made(), which the read pipe triggers.
             write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
             if hasattr(proto, "writer"):
@@ -129,6 +139,8 @@ class _Tracked(asyncio.Protocol):
             transport.close()
             return
         self.chardev.connections.add(self)
+        if self.chardev.first_client is not None:
+            self.chardev.first_client.set()
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -167,60 +179,3 @@ class _DiscardProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         self.transport.close()
-
-
-def _bind_unix(path: str, origin: str | None) -> socket.socket:
-    _remove_stale_socket(path, origin)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # the socket file is born 0600
-    try:
-        sock.bind(path)
-    except OSError as err:
-        sock.close()
-        raise ConfigError(f"Failed to bind socket to {path}: {err.strerror}", option=origin) from err
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def _remove_stale_socket(path: str, origin: str | None) -> None:
-    """Unlink a socket file nobody listens on any more (left by a crash); never another file."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError(f"Failed to bind socket to {path}: Address already in use", option=origin)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError as err:
-        if err.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            os.unlink(path)
-            return
-        raise ConfigError(f"Failed to bind socket to {path}: {err.strerror}", option=origin) from err
-    finally:
-        probe.close()
-    raise ConfigError(f"Failed to bind socket to {path}: Address already in use", option=origin)
-
-
-def _bind_tcp(spec: ChardevSocket, origin: str | None) -> socket.socket:
-    host = spec.host or "0.0.0.0"
-    try:
-        infos = socket.getaddrinfo(host, spec.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as err:
-        raise ConfigError(f"address resolution failed for {host}:{spec.port}: {err.strerror}", option=origin) from err
-    family, socktype, proto, _, addr = infos[0]
-    sock = socket.socket(family, socktype, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as err:
-        sock.close()
-        raise ConfigError(f"Failed to bind socket: {err.strerror}", option=origin) from err
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock

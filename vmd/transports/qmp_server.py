@@ -50,6 +50,7 @@ class QmpSession(asyncio.Protocol):
         *,
         on_close: Callable[["QmpSession"], None] | None = None,
         pretty: bool = False,
+        early: Any = None,
     ):
         self.registry = registry
         self.events = events
@@ -70,6 +71,12 @@ class QmpSession(asyncio.Protocol):
         self._flush_scheduled = False
         self.loop = asyncio.get_event_loop()
         self.peer = "?"
+        #: a client the start-up fast path already greeted (and maybe negotiated with)
+        self.early = early
+        if early is not None:
+            self.splitter = early.splitter
+            if early.negotiated:
+                self._enter_command_mode(early.oob_enabled)
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,10 +85,17 @@ class QmpSession(asyncio.Protocol):
             self.writer = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer) if peer else "local"
-        self._send(self.greeting)
+        if self.early is None:
+            self._send(self.greeting)
+        else:
+            pending, self.early = self.early.pending, None
+            self._handle(pending)
 
     def data_received(self, data: bytes) -> None:
-        for item in self.splitter.feed(data):
+        self._handle(self.splitter.feed(data))
+
+    def _handle(self, items: list) -> None:
+        for item in items:
             if isinstance(item, wire.WireError):
                 self._send(wire.err("GenericError", item.desc, wire.ABSENT))
                 continue
@@ -176,10 +190,14 @@ class QmpSession(asyncio.Protocol):
                 # QEMU 7.2 names the list element 'null' here; clients match the text, so vmd does too.
                 self._send(wire.err("GenericError", f"Parameter 'null' does not accept value '{cap}'", request.id))
                 return
-        self.oob_enabled = "oob" in enable
+        self._enter_command_mode("oob" in enable)
+        self._send(wire.ok({}, request.id))
+
+    def _enter_command_mode(self, oob: bool) -> None:
+        """The table swap: from capabilities negotiation to the full registry, events on."""
+        self.oob_enabled = oob
         self.negotiating = False
         self.listener = self.events.listen(EventListener(wake=self._schedule_flush))
-        self._send(wire.ok({}, request.id))
 
     # -- output -------------------------------------------------------------------
     def _reply(self, message: dict) -> None:

@@ -5,16 +5,7 @@ from __future__ import annotations
 from vmd.api.models import CommandInfo, QmpCapabilitiesArgs, VersionInfo
 from vmd.api.registry import Context, Registry
 from vmd.errors import CommandNotFound
-
-#: the QEMU release whose QMP vmd speaks (clients such as libvirt branch on it)
-QEMU_VERSION = {"major": 7, "minor": 2, "micro": 0}
-
-
-def version_info() -> dict:
-    from vmd import __version__
-
-    return {"qemu": dict(QEMU_VERSION), "package": f"vmd {__version__}"}
-
+from vmd.version import version_info
 
 def register(r: Registry) -> None:
     @r.command("qmp_capabilities", args=QmpCapabilitiesArgs)
