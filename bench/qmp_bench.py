@@ -126,6 +126,9 @@ def measure(cmd: list[str], seconds: float, starts: int) -> dict:
 
 
 def main() -> int:
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "vmd"), quiet=1)  # as scripts/setup does: start-up reads .pyc files
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--starts", type=int, default=10)

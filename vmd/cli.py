@@ -10,11 +10,12 @@ left behind (sockets already bound are closed and unlinked).
 
 from __future__ import annotations
 
-import logging
 import sys
 
 
 def _setup_logging() -> None:
+    import logging  # 10 ms: kept off the path to the first socket
+
     logging.basicConfig(level=logging.INFO, format="vmd: %(message)s", stream=sys.stderr)
 
 
