@@ -152,3 +152,36 @@ def test_bad_command_lines_fail_the_same_way(qemu_binary, args, tmp_path):
                           capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert (ours.returncode, theirs.returncode) == (1, 1)
     assert ours.stderr.replace("vmd:", "qemu-system-s390x:", 1) == theirs.stderr
+
+
+CCW_MODELS = ["virtio-net-ccw", "virtio-blk-ccw", "virtio-scsi-ccw", "virtio-rng-ccw", "virtio-gpu-ccw",
+              "virtio-keyboard-ccw", "virtio-mouse-ccw", "virtio-tablet-ccw", "virtio-serial-ccw",
+              "virtio-balloon-ccw", "virtio-crypto-ccw", "virtio-9p-ccw", "vhost-vsock-ccw",
+              "vhost-user-fs-ccw", "vhost-scsi-ccw"]
+
+
+@pytest.mark.parametrize("model", CCW_MODELS)
+def test_device_help_matches_qemu(qemu_binary, model):
+    """Property names, types, descriptions and defaults as QEMU 7.2 lists them.
+
+    vmd adds per-device ``loadparm`` to boot devices (QEMU gained it after 7.2); that line is
+    left out of the comparison.
+    """
+    theirs = subprocess.run([qemu_binary, "-M", "s390-ccw-virtio", "-device", f"{model},help"],
+                            capture_output=True, text=True, timeout=30).stdout
+    ours = subprocess.run([sys.executable, "-m", "vmd", "-device", f"{model},help"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
+    ours = "".join(line for line in ours.splitlines(keepends=True) if not line.startswith("  loadparm="))
+    assert ours == theirs
+
+
+def test_device_list_includes_every_ccw_model_qemu_has(qemu_binary):
+    theirs = subprocess.run([qemu_binary, "-M", "s390-ccw-virtio", "-device", "help"],
+                            capture_output=True, text=True, timeout=30).stdout
+    ours = subprocess.run([sys.executable, "-m", "vmd", "-device", "help"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
+    # the 3270 terminal and vfio-ccw arrive with their own subsystems
+    later = ('name "x-terminal3270"', 'name "vfio-ccw"', 'name "vfio-ap"')
+    wanted = [line for line in theirs.splitlines()
+              if ", bus virtual-css-bus" in line and not line.startswith(later)]
+    assert wanted and set(wanted) <= set(ours.splitlines())

@@ -101,15 +101,13 @@ def _help_value(row: dict[str, Any]) -> str | None:
 
 def device_help(cls: type[Device]) -> str:
     """The text of ``-device TYPE,help`` (QEMU's layout)."""
-    lines = [f"{cls.type_name} options:"]
+    lines = []
     for row in property_table(cls):
         left = f"  {row['name']}=<{row['type']}>"
         text = _help_value(row)
-        if text is not None:
-            lines.append(f"{left:<24} - {text}")
-        else:
-            lines.append(left)
-    return "\n".join(lines) + "\n"
+        lines.append(f"{left:<24} - {text}" if text is not None else left)
+    lines.sort()  # QEMU sorts the rendered lines, so "a-b=" comes before "a="
+    return "\n".join([f"{cls.type_name} options:", *lines]) + "\n"
 
 
 CATEGORY_ORDER = (

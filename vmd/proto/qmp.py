@@ -213,6 +213,8 @@ _BAD_UTF8 = "invalid UTF-8 sequence in string"
 
 def _decode_plain(seg: bytes) -> str:
     """Decode string contents without escapes; raise like json-parser.c on bad input."""
+    if seg.isascii():  # the lexer lets no control characters through
+        return seg.decode("ascii")
     try:
         s = seg.decode("utf-8")
     except UnicodeDecodeError:

@@ -50,13 +50,15 @@ VIRTIO_ID_CRYPTO = 20
 VIRTIO_ID_FS = 26
 
 
-class VirtioCcwProps(CcwDeviceProps):
-    """Transport properties of every virtio-ccw device (QEMU's virtio-ccw-device and virtio-device)."""
+class VhostCcwProps(CcwDeviceProps):
+    """Transport properties of every virtio-ccw device (QEMU's virtio-ccw-device and virtio-device).
+
+    vhost devices have no ``ioeventfd`` switch: their notifications always go to the vhost backend.
+    """
 
     any_layout: QBool = onoff(True)
     event_idx: QBool = onoff(True)
     indirect_desc: QBool = onoff(True)
-    ioeventfd: QBool = onoff(True)
     iommu_platform: QBool = onoff(False)
     max_revision: QUint32 = Field(2, description="")
     notify_on_empty: QBool = onoff(True)
@@ -65,6 +67,12 @@ class VirtioCcwProps(CcwDeviceProps):
     use_disabled_flag: QBool = Field(True, alias="use-disabled-flag", description="")
     use_started: QBool = Field(True, alias="use-started", description="")
     x_disable_legacy_check: QBool = Field(False, alias="x-disable-legacy-check", description="")
+
+
+class VirtioCcwProps(VhostCcwProps):
+    """Transport properties of virtio-ccw devices emulated by vmd itself."""
+
+    ioeventfd: QBool = onoff(True)
 
 
 class BootableVirtioCcwProps(VirtioCcwProps, BootableCcwProps):
@@ -223,6 +231,12 @@ class VirtioBalloonCcw(VirtioCcwDevice):
     virtio_id = VIRTIO_ID_BALLOON
     backend_type = "virtio-balloon-device"
 
+    readonly_props = {
+        **VirtioCcwDevice.readonly_props,
+        "guest-stats": ("guest statistics", ""),
+        "guest-stats-polling-interval": ("int", ""),
+    }
+
     class Props(VirtioCcwProps):
         deflate_on_oom: QBool = Field(False, alias="deflate-on-oom", description=ON_OFF)
         free_page_hint: QBool = Field(False, alias="free-page-hint", description=ON_OFF)
@@ -264,6 +278,10 @@ class VirtioKeyboardCcw(VirtioInputCcw):
     type_name = "virtio-keyboard-ccw"
     aliases = ("virtio-keyboard",)
     backend_type = "virtio-keyboard-device"
+
+    class Props(VirtioInputCcw.Props):
+        display: QStr | None = None
+        head: QUint32 = Field(0, description="")
 
 
 @device_type
@@ -322,7 +340,7 @@ class VhostVsockCcw(VirtioCcwDevice):
     virtio_id = VIRTIO_ID_VSOCK
     backend_type = "vhost-vsock-device"
 
-    class Props(VirtioCcwProps):
+    class Props(VhostCcwProps):
         guest_cid: QUint64 = Field(0, alias="guest-cid", description="")
         seqpacket: QOnOffAuto = Field("auto", description=ON_OFF_AUTO)
         vhostfd: QStr | None = None
@@ -349,11 +367,14 @@ class VhostScsiCcw(VirtioCcwDevice):
     virtio_id = VIRTIO_ID_SCSI
     backend_type = "vhost-scsi"
 
-    class Props(VirtioCcwProps):
+    class Props(VhostCcwProps):
         wwpn: QStr | None = None
         boot_tpgt: QUint32 = Field(0, description="")
-        num_queues: QUint32 = Field(1, description="")
+        num_queues: QUint32 = Field(0xFFFFFFFF, description="")
         virtqueue_size: QUint32 = Field(128, description="")
         max_sectors: QUint32 = Field(0xFFFF, description="")
         cmd_per_lun: QUint32 = Field(128, description="")
         vhostfd: QStr | None = None
+        migratable: QBool = Field(False, description="")
+        seg_max_adjust: QBool = Field(True, description="")
+        t10_pi: QBool = onoff(False)
