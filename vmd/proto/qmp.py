@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 
 from vmd.errors import GenericError
 
@@ -432,6 +433,9 @@ _DIGITS_SET = frozenset(b"0123456789")
 
 
 
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 class _Reject(Exception):
     pass
 
@@ -528,16 +532,31 @@ class JsonStreamSplitter:
                             text.find("\\u", i, end) < 0
                             and length < self._fast_limit
                             and (ascii_only or text[i:end].isascii())
-                            and (
-                                length <= 2 * self.max_nesting
-                                or text.count("[", i, end) + text.count("{", i, end) <= self.max_nesting
-                            )
+                            and (length <= 2 * self.max_nesting or self._depth_ok(text, i, end))
                         ):
                             out.append(Message(value))
                             i = end
                             continue
             i = self._slow(data, i, n, out, True)
         return out
+
+    def _depth_ok(self, text: str, i: int, end: int) -> bool:
+        """Whether the JSON text[i:end] nests at most max_nesting deep."""
+        limit = self.max_nesting
+        if sys.getrecursionlimit() <= limit:
+            return True  # the C scanner cannot have gone deeper (it raises RecursionError)
+        if text.count("[", i, end) + text.count("{", i, end) <= limit:
+            return True
+        depth = 0
+        for m in _BRACKETS.finditer(text, i, end):
+            c = m.group()
+            if c == "[" or c == "{":
+                depth += 1
+                if depth > limit:
+                    return False
+            elif c == "]" or c == "}":
+                depth -= 1
+        return True
 
     # -- streamer --------------------------------------------------------------------
     def _reset_message(self) -> None:

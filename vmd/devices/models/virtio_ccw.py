@@ -271,6 +271,15 @@ class VirtioInputCcw(VirtioCcwDevice):
 
     class Props(VirtioCcwProps):
         serial: QStr | None = None
+        display: QStr | None = None
+        head: QUint32 = Field(0, description="")
+
+
+class VirtioPointerCcw(VirtioInputCcw):
+    """Abstract: mouse and tablet, which also report a wheel."""
+
+    class Props(VirtioInputCcw.Props):
+        wheel_axis: QBool = Field(True, alias="wheel-axis", description="")
 
 
 @device_type
@@ -279,20 +288,16 @@ class VirtioKeyboardCcw(VirtioInputCcw):
     aliases = ("virtio-keyboard",)
     backend_type = "virtio-keyboard-device"
 
-    class Props(VirtioInputCcw.Props):
-        display: QStr | None = None
-        head: QUint32 = Field(0, description="")
-
 
 @device_type
-class VirtioMouseCcw(VirtioInputCcw):
+class VirtioMouseCcw(VirtioPointerCcw):
     type_name = "virtio-mouse-ccw"
     aliases = ("virtio-mouse",)
     backend_type = "virtio-mouse-device"
 
 
 @device_type
-class VirtioTabletCcw(VirtioInputCcw):
+class VirtioTabletCcw(VirtioPointerCcw):
     type_name = "virtio-tablet-ccw"
     aliases = ("virtio-tablet",)
     backend_type = "virtio-tablet-device"
