@@ -244,7 +244,12 @@ def test_seed_command_devices_pass_the_registry(command):
         return
     missing = [d for d in drivers if registry.resolve(d) is None]
     if missing:
-        pytest.skip(f"device models not in vmd yet: {missing}")
+        # models whose subsystems arrive with their own issues (3270, vfio, SCSI): today they are
+        # refused with QEMU's text; this fails, to be updated, the day they are registered
+        assert set(missing) <= {"scsi-cd", "x-terminal3270", "vfio-ccw", "vfio-ap"}, missing
+        with pytest.raises(ConfigError, match=f"'{missing[0]}' is not a valid device model name"):
+            build_config(parsed)
+        return
     build_config(parsed)
 
 

@@ -188,3 +188,24 @@ def test_sigterm_is_a_clean_exit(vmd):
     vmd.proc.terminate()
     assert vmd.proc.wait(10) == 0
     assert not vmd.qmp_path.exists()
+
+
+async def test_query_qmp_schema_describes_every_command_and_event(vmd):
+    qmp = await connect(vmd.qmp_path)
+    try:
+        schema = await qmp.execute("query-qmp-schema")
+        commands = await qmp.execute("query-commands")
+    finally:
+        await qmp.disconnect()
+    by_name = {entry["name"]: entry for entry in schema}
+    for command in commands:
+        entry = by_name[command["name"]]
+        assert entry["meta-type"] == "command"
+        assert entry["arg-type"] in by_name and entry["ret-type"] in by_name
+    for event in ("SHUTDOWN", "STOP", "RESUME", "RESET", "POWERDOWN", "DEVICE_DELETED"):
+        assert by_name[event]["meta-type"] == "event"
+    deleted = by_name[by_name["DEVICE_DELETED"]["arg-type"]]
+    members = {m["name"]: m for m in deleted["members"]}
+    assert "default" not in members["path"] and "default" in members["device"]
+    qom_get_args = by_name[by_name["qom-get"]["arg-type"]]
+    assert [m["name"] for m in qom_get_args["members"]] == ["path", "property"]

@@ -1032,16 +1032,16 @@ def _enc(v: Any) -> str:
     if t is dict or t is WireDict:
         if not v:
             return "{}"
-        if t is dict:
-            keys = tuple(v)
-            if len(keys) > 1:
-                keys = _order_cache.get(keys) or _order(keys)
-        else:
-            keys = v
         try:
+            if t is dict:
+                keys = tuple(v)
+                if len(keys) > 1:
+                    keys = _order_cache.get(keys) or _order(keys)
+            else:
+                keys = v
             return "{" + ", ".join([_member(k) + _enc(v[k]) for k in keys]) + "}"
-        except TypeError:
-            if all(type(k) is str for k in keys):
+        except (TypeError, AttributeError):
+            if all(type(k) is str for k in v):
                 raise
             return _enc(t((_key(k), x) for k, x in v.items()))
     if t is list or t is tuple:
