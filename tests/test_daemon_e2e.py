@@ -122,3 +122,63 @@ def test_print_config_round_trips_through_toml(tmp_path):
     from_toml = json.loads(out2.stdout)
     for key in ("name", "memory", "smp", "device", "chardev"):
         assert from_toml[key] == config[key], key
+
+
+def test_server_wait_on_holds_the_machine_until_a_client_connects(tmp_path):
+    """QEMU's default for a server socket is wait=on: nothing starts before a client is there."""
+    sock = tmp_path / "q.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-qmp", f"unix:{sock},server=on",
+                             "--runtime-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        seen = []
+        while not any("waiting for connection on: disconnected:unix:" in line for line in seen):
+            line = proc.stderr.readline().decode()
+            assert line, f"vmd ended before waiting: {seen}"
+            seen.append(line)
+        assert not any("is running" in line for line in seen)
+        out = subprocess.run([sys.executable, "-m", "vmd.vmctl", "-s", str(sock), "--json", "query-status"],
+                             capture_output=True, text=True, timeout=20)
+        assert json.loads(out.stdout)["status"] == "running"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_human_monitor_on_a_socket(tmp_path):
+    """-mon mode=readline (HMP): QEMU's banner and prompt, commands through the same registry."""
+    qmp = tmp_path / "qmp.sock"
+    hmp = tmp_path / "hmp.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-S",
+                             "-qmp", f"unix:{qmp},server=on,wait=off",
+                             "-chardev", f"socket,id=h,path={hmp},server=on,wait=off", "-mon", "chardev=h,mode=readline",
+                             "--runtime-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for_socket(hmp, proc)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(str(hmp))
+        s.sendall(b"device_add virtio-rng-ccw,id=r1,devno=fe.0.0042\ninfo status\ninfo qtree\n")
+        data = b""
+        while data.count(b"(qemu) ") < 4:
+            data += s.recv(65536)
+        s.close()
+        text = data.decode()
+        assert text.startswith("QEMU 7.2.0 monitor - type 'help' for more information\r\n(qemu) ")
+        assert "VM status: paused (prelaunch)\r\n" in text
+        assert 'dev_id = "fe.0.0042"' in text
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_qmp_on_stdio():
+    proc = subprocess.run([sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-S", "-qmp", "stdio"],
+                          input=b'{"execute":"qmp_capabilities"}\n{"execute":"query-status"}\n{"execute":"quit"}\n',
+                          capture_output=True, timeout=30, cwd=ROOT)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert "QMP" in lines[0] and lines[1] == {"return": {}}
+    assert lines[2]["return"]["status"] == "prelaunch"
+    assert lines[3]["event"] == "SHUTDOWN" and lines[4] == {"return": {}}
+    assert proc.returncode == 0

@@ -58,6 +58,7 @@ class Daemon:
         self.endpoints: dict[str, str] = {}
         self.notifier = None
         self._watchdog_task: asyncio.Task | None = None
+        self.started: asyncio.Event | None = None  # created on the loop, in run()
 
     # -- composition -------------------------------------------------------------------
     def context(self, session: Any = None) -> Context:
@@ -116,12 +117,22 @@ class Daemon:
             elif getattr(spec, "tn3270", False):
                 self.endpoints[f"3270 terminal ({spec.id})"] = chardev.filename().removeprefix("disconnected:")
 
+    async def wait_for_clients(self) -> None:
+        """``server=on,wait=on`` (QEMU's default for servers): start only once a client is connected."""
+        for chardev in self.chardevs.values():
+            spec = chardev.spec
+            if getattr(spec, "server", False) and getattr(spec, "wait", False) and chardev.first_client is not None:
+                if not chardev.connections:
+                    log.info("waiting for connection on: %s", chardev.filename())
+                    await chardev.first_client.wait()
+
     def _monitor_factory(self, monitor, hello):
         if monitor.mode == "control":
             from vmd.transports.qmp_server import QmpSession
 
             return lambda early: QmpSession(
-                self.registry, self.context, self.events, hello, pretty=monitor.pretty, early=early
+                self.registry, self.context, self.events, hello, pretty=monitor.pretty, early=early,
+                ready=self.started,
             )
         from vmd.transports.hmp_server import HmpSession
 
@@ -147,12 +158,15 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.exit_code = loop.create_future()
+        self.started = asyncio.Event()
         runtime = self.config.resolved_runtime_dir()
         runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             machine = self.build_machine()
             await self.open_chardevs()
+            await self.wait_for_clients()
             machine.boot()
+            self.started.set()
             await self.start_http()
         except BaseException:
             await self.close()

@@ -433,6 +433,9 @@ _DIGITS_SET = frozenset(b"0123456789")
 
 
 
+# Up to 3.11 the C scanner's recursion is bounded by sys.getrecursionlimit() (3.12 moved it
+# to a separate C limit).
+_SCANNER_DEPTH_BOUNDED = sys.version_info < (3, 12)
 _BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
@@ -543,7 +546,7 @@ class JsonStreamSplitter:
     def _depth_ok(self, text: str, i: int, end: int) -> bool:
         """Whether the JSON text[i:end] nests at most max_nesting deep."""
         limit = self.max_nesting
-        if sys.getrecursionlimit() <= limit:
+        if _SCANNER_DEPTH_BOUNDED and sys.getrecursionlimit() <= limit:
             return True  # the C scanner cannot have gone deeper (it raises RecursionError)
         if text.count("[", i, end) + text.count("{", i, end) <= limit:
             return True
@@ -617,7 +620,11 @@ class JsonStreamSplitter:
         self._push(tok, len(tok), out)
 
     def _run(self, regex: "re.Pattern[bytes]", data: bytes, i: int, out: list) -> int:
-        """Append a run of ``regex`` to the token; -1 if the token grew beyond max_size."""
+        """Append a run of ``regex`` to the token and return where it ended.
+
+        If the token grew beyond max_size on the way (json-lexer.c checks after every
+        character), it is refused and ``-(position) - 1`` is returned instead.
+        """
         j = regex.match(data, i).end()
         room = self.max_size + 1 - len(self._tok)
         if j - i >= room:
@@ -849,23 +856,32 @@ def parse_request(obj: Any, oob_enabled: bool = False) -> Union[Request, Dispatc
 # QDict member order (qobject/qdict.c): 512 hash buckets, newest entry first in a bucket
 
 _BUCKETS = 512
+# caches for the key sets vmd and its clients use over and over; bounded in count, and
+# long (client-made) keys are not kept
 _bucket_cache: dict[str, int] = {}
 _order_cache: dict[tuple, tuple] = {}
 _CACHE_MAX = 4096
+_CACHE_KEY_LEN = 64
 
 
 def _bucket(key: str) -> int:
+    """tdb_hash(key) % 512 over the key's modified UTF-8."""
     b = _bucket_cache.get(key)
     if b is not None:
         return b
     raw = key.encode("utf-8", "surrogatepass").replace(b"\x00", b"\xc0\x80")
-    value = (0x238F13AF * len(raw)) & 0xFFFFFFFF
-    for i, c in enumerate(raw):
-        value = (value + (c << (i * 5 % 24))) & 0xFFFFFFFF
-    b = ((1103515243 * value + 12345) & 0xFFFFFFFF) % _BUCKETS
-    if len(_bucket_cache) >= _CACHE_MAX:
-        _bucket_cache.clear()
-    _bucket_cache[key] = b
+    value = 0x238F13AF * len(raw)
+    if len(raw) <= 48:
+        for i, c in enumerate(raw):
+            value += c << (i * 5 % 24)
+    else:  # byte i is shifted by (5 * i) % 24, which repeats every 24 bytes
+        for r in range(24):
+            value += sum(raw[r::24]) << (r * 5 % 24)
+    b = ((1103515243 * (value & 0xFFFFFFFF) + 12345) & 0xFFFFFFFF) % _BUCKETS
+    if len(key) <= _CACHE_KEY_LEN:
+        if len(_bucket_cache) >= _CACHE_MAX:
+            _bucket_cache.clear()
+        _bucket_cache[key] = b
     return b
 
 
@@ -877,9 +893,10 @@ def _order(keys: tuple) -> tuple:
     if order is None:
         ranked = sorted(range(len(keys)), key=lambda i: (_bucket(keys[i]), -i))
         order = tuple(keys[i] for i in ranked)
-        if len(_order_cache) >= _CACHE_MAX:
-            _order_cache.clear()
-        _order_cache[keys] = order
+        if len(keys) <= 32 and all(len(k) <= _CACHE_KEY_LEN for k in keys):
+            if len(_order_cache) >= _CACHE_MAX:
+                _order_cache.clear()
+            _order_cache[keys] = order
     return order
 
 
@@ -1018,9 +1035,10 @@ def _member(k: str) -> str:
     m = _member_cache.get(k)
     if m is None:
         m = _qstr(k) + ": "
-        if len(_member_cache) >= _CACHE_MAX:
-            _member_cache.clear()
-        _member_cache[k] = m
+        if len(k) <= _CACHE_KEY_LEN:
+            if len(_member_cache) >= _CACHE_MAX:
+                _member_cache.clear()
+            _member_cache[k] = m
     return m
 
 

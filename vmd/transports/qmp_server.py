@@ -51,6 +51,7 @@ class QmpSession(asyncio.Protocol):
         on_close: Callable[["QmpSession"], None] | None = None,
         pretty: bool = False,
         early: Any = None,
+        ready: asyncio.Event | None = None,
     ):
         self.registry = registry
         self.events = events
@@ -71,6 +72,10 @@ class QmpSession(asyncio.Protocol):
         self._flush_scheduled = False
         self.loop = asyncio.get_event_loop()
         self.peer = "?"
+        #: set once the machine has started; commands wait for it (as QEMU's monitor is not
+        #: serviced before its main loop runs)
+        self.ready = ready
+        self._ready_waiter: asyncio.Task | None = None
         #: a client the start-up fast path already greeted (and maybe negotiated with)
         self.early = early
         if early is not None:
@@ -95,26 +100,45 @@ class QmpSession(asyncio.Protocol):
         self._handle(self.splitter.feed(data))
 
     def _handle(self, items: list) -> None:
+        """Queue what arrived, in order, then run whatever may run now."""
         for item in items:
-            if isinstance(item, wire.WireError):
-                self._send(wire.err("GenericError", item.desc, wire.ABSENT))
-                continue
-            request = wire.parse_request(item.value, oob_enabled=self.oob_enabled)
-            if isinstance(request, wire.DispatchError):
-                self._send(wire.err(request.error_class, request.desc, request.id))
-                continue
-            if self.busy or self.pending:
-                self.pending.append(request)
-                if len(self.pending) >= MAX_PENDING:
-                    self._pause_reading()
-            else:
-                self._run(request)
+            self.pending.append(item)
+        if len(self.pending) >= MAX_PENDING:
+            self._pause_reading()
+        if not self.busy:
+            self._drain_pending()
+
+    def _step(self, item: Any) -> None:
+        """Handle one parsed item: a wire error, a malformed request, or a request to run."""
+        if isinstance(item, wire.WireError):
+            self._send(wire.err("GenericError", item.desc, wire.ABSENT))
+            return
+        request = wire.parse_request(item.value, oob_enabled=self.oob_enabled)
+        if isinstance(request, wire.DispatchError):
+            self._send(wire.err(request.error_class, request.desc, request.id))
+            return
+        self._run(request)
+
+    def _blocked(self) -> bool:
+        """Commands wait until the machine has started (negotiation does not)."""
+        return not self.negotiating and self.ready is not None and not self.ready.is_set()
+
+    def _wait_until_ready(self) -> None:
+        if self._ready_waiter is None and self.ready is not None:
+            async def wait() -> None:
+                await self.ready.wait()
+                self._ready_waiter = None
+                self._drain_pending()
+
+            self._ready_waiter = self.loop.create_task(wait())
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._ready_waiter is not None:
+            self._ready_waiter.cancel()
         if self.listener is not None:
             self.events.unlisten(self.listener)
             self.listener = None
@@ -168,7 +192,10 @@ class QmpSession(asyncio.Protocol):
 
     def _drain_pending(self) -> None:
         while self.pending and not self.busy and not self.closed:
-            self._run(self.pending.popleft())
+            if self._blocked():
+                self._wait_until_ready()
+                break
+            self._step(self.pending.popleft())
         if len(self.pending) < MAX_PENDING // 2:
             self._resume_reading()
 
