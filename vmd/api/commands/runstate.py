@@ -37,7 +37,8 @@ def register(r: Registry) -> None:
     def query_status(ctx: Context, args: None) -> dict:
         """The run state."""
         state = ctx.machine.state
-        return {"status": state.value, "singlestep": False, "running": state.value == "running"}
+        # QAPI StatusInfo member order (running, singlestep, status): the wire order follows it
+        return {"running": state.value == "running", "singlestep": False, "status": state.value}
 
     @r.command("stop")
     def stop(ctx: Context, args: None) -> None:
