@@ -8,7 +8,6 @@ import os
 import stat
 
 import aiohttp
-import pytest
 
 
 def auth(vm) -> dict:

@@ -12,7 +12,6 @@ written today keeps its meaning.
 
 from __future__ import annotations
 
-import os
 import uuid as uuid_mod
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -204,7 +203,7 @@ class SmpSpec(_Origin):
     @model_validator(mode="after")
     def _max(self) -> "SmpSpec":
         if self.maxcpus is not None and self.maxcpus < self.cpus:
-            raise ValueError(f"maxcpus must be equal to or greater than smp")
+            raise ValueError("maxcpus must be equal to or greater than smp")
         return self
 
 
