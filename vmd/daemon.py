@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,31 @@ class Daemon:
             except VmdError as err:
                 raise ConfigError(err.desc, option=spec.origin or f"-device {spec.driver}") from err
         self.machine = machine
+        if self.config.kernel:
+            self.attach_execution(machine, loop)
         return machine
+
+    def attach_execution(self, machine: Machine, loop: asyncio.AbstractEventLoop) -> None:
+        """Guest code: storage, CPUs, SCLP, and the -kernel image loaded for IPL."""
+        from vmd.machine.execution import Execution
+        from vmd.machine.loader import ImageError
+
+        execution = Execution(machine, self.config.memory.size, self.config.smp.cpus,
+                              loop.call_soon_threadsafe, self.console_output)
+        try:
+            execution.load_kernel(self.config.kernel)
+        except ImageError as err:
+            raise ConfigError(str(err)) from err
+        machine.execution = execution
+
+    def console_output(self, data: bytes) -> None:
+        """The SCLP console: stdout with -nographic (QEMU's serial0 on stdio)."""
+        if self.config.nographic:
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            except (OSError, ValueError):
+                pass
 
     async def open_chardevs(self) -> None:
         from vmd.proto.qmp import greeting
@@ -203,6 +228,8 @@ class Daemon:
     async def close(self) -> None:
         if self.notifier is not None:
             self.notifier.stopping()
+        if self.machine is not None and self.machine.execution is not None:
+            self.machine.execution.shutdown()
         if self._watchdog_task is not None:
             self._watchdog_task.cancel()
         for chardev in self.chardevs.values():

@@ -54,6 +54,8 @@ class Machine:
         self.by_id: dict[str, Device] = {}
         self._anon = 0
         self.booted = False  # devices added after boot are hot-plugged
+        #: guest code execution (storage, CPUs), when the machine has something to run
+        self.execution = None
 
     # -- run control -------------------------------------------------------
     @property
@@ -63,12 +65,18 @@ class Machine:
     def boot(self) -> None:
         """End of machine creation: later devices are hot-plugged; start unless -S."""
         self.booted = True
+        if self.execution is not None:
+            self.execution.start()
         if not self.start_paused:
             self.runstate.to(RunState.RUNNING)
+            if self.execution is not None:
+                self.execution.resume()
 
     def stop(self) -> None:
         """QMP ``stop``: pause a running VM (a no-op in any other state, like QEMU)."""
         if self.runstate.running:
+            if self.execution is not None:
+                self.execution.pause()
             self.runstate.to(RunState.PAUSED)
             self.events.emit("STOP")
 
@@ -83,6 +91,8 @@ class Machine:
             return
         self.runstate.to(RunState.RUNNING)
         self.events.emit("RESUME")
+        if self.execution is not None:
+            self.execution.resume()
 
     def reset(self, reason: str = "host-qmp-system-reset", guest: bool = False) -> None:
         """System reset: devices reset, the run state leaves shutdown/panicked for paused."""
@@ -99,10 +109,26 @@ class Machine:
         self.events.emit("SHUTDOWN", {"guest": guest, "reason": reason})
         if guest and self.no_shutdown:
             if self.runstate.running:
+                if self.execution is not None:
+                    self.execution.pause()
                 self.runstate.to(RunState.SHUTDOWN)
                 self.events.emit("STOP")
             return
         self.request_exit(0)
+
+    def guest_panicked(self, info: dict[str, Any]) -> None:
+        """A guest panic (an s390 disabled wait): QEMU's default action is power-off, or pause
+        with -no-shutdown."""
+        action = "pause" if self.no_shutdown else "poweroff"
+        self.events.emit("GUEST_PANICKED", {"action": action, "info": info})
+        if self.no_shutdown:
+            if self.execution is not None:
+                self.execution.pause()
+            if self.runstate.running:
+                self.runstate.to(RunState.GUEST_PANICKED)
+                self.events.emit("STOP")
+            return
+        self.shutdown("guest-panic", guest=True)
 
     # -- devices -------------------------------------------------------------
     def find(self, ident: str) -> Device | None:

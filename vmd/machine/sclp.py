@@ -51,6 +51,7 @@ RC_INCONSISTENT_LENGTHS = 0x72F0
 RC_EVENT_BUFFER_SYNTAX_ERROR = 0x73F0
 RC_INVALID_MASK_LENGTH = 0x74F0
 
+EVENT_CONFIG_MGT_DATA = 0x04  # CPU hot plug notifications
 EVENT_ASCII_CONSOLE = 0x1A
 EVENT_SIGNAL_QUIESCE = 0x1D
 EVENT_BUFFER_ACCEPTED = 0x80
@@ -69,7 +70,8 @@ def event_mask_bit(event_type: int) -> int:
     return 0x80000000 >> (event_type - 1)
 
 
-SUPPORTED_SEND = event_mask_bit(EVENT_ASCII_CONSOLE) | event_mask_bit(EVENT_SIGNAL_QUIESCE)
+SUPPORTED_SEND = (event_mask_bit(EVENT_CONFIG_MGT_DATA) | event_mask_bit(EVENT_ASCII_CONSOLE)
+                  | event_mask_bit(EVENT_SIGNAL_QUIESCE))
 SUPPORTED_RECEIVE = event_mask_bit(EVENT_ASCII_CONSOLE)
 
 

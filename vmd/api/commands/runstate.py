@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 from vmd.api.models import ChardevInfo, CpuInfoFast, MachineInfo, NameInfo, StatusInfo, UuidInfo
 from vmd.api.registry import Context, Registry
@@ -80,8 +79,13 @@ def register(r: Registry) -> None:
     @r.command("query-cpus-fast", returns=list[CpuInfoFast])
     def query_cpus_fast(ctx: Context, args: None) -> list[dict]:
         """The vCPUs; CPU 0 is operating, the others stopped until the guest starts them (SIGP)."""
+        execution = ctx.machine.execution
         cpus = ctx.services.config.smp.cpus
-        tid = threading.get_native_id() if hasattr(threading, "get_native_id") else os.getpid()
+        tid = os.getpid()
+        states = ["operating" if i == 0 else "stopped" for i in range(cpus)]
+        if execution is not None:
+            tid = execution.runner.native_id or tid
+            states = ["operating" if cpu.operating else "stopped" for cpu in execution.cpus]
         return [
             {
                 "cpu-index": i,
@@ -89,9 +93,9 @@ def register(r: Registry) -> None:
                 "thread-id": tid,
                 "props": {"core-id": i},
                 "target": "s390x",
-                "cpu-state": "operating" if i == 0 else "stopped",
+                "cpu-state": state,
             }
-            for i in range(cpus)
+            for i, state in enumerate(states)
         ]
 
     @r.command("query-chardev", returns=list[ChardevInfo])
