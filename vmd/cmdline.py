@@ -944,6 +944,11 @@ class _Parser:
             raise _err("Option not supported in this build", option)
         handler(arg, option)
 
+    def opt_nic(self, arg, option):
+        """-nic none: no default network card (vmd creates none anyway); NICs come with netboot."""
+        if arg.split(",", 1)[0] != "none":
+            raise _err("Option not supported in this build", option)
+
     def opt_h(self, arg, option):
         raise _Stop(Action("help", help_text()))
 
