@@ -49,8 +49,9 @@ def ccw1(cmd, flags, count, addr):
 
 
 def orb(cpa, intparm=0xCAFE, fmt1=True, idaw2=False):
-    ctrl1 = (0x80 if fmt1 else 0) | (0x10 if idaw2 else 0)
-    return struct.pack(">IHHI", intparm, 0, ctrl1, cpa) + bytes(20)
+    """ORB word 1: bit 8 format-1 CCWs, bit 14 format-2 IDAWs, LPM 0x80."""
+    word1 = (0x00800000 if fmt1 else 0) | (0x00020000 if idaw2 else 0) | 0x8000
+    return struct.pack(">III", intparm, word1, cpa) + bytes(20)
 
 
 def scsw(irb):
@@ -118,6 +119,14 @@ def test_idaws_scatter_the_data(setup):
     _, irb = io.test(sch)
     assert scsw(irb)[3] == 0
     assert memory.read(0xA7FE, 2) == b"\xff\x38" and memory.read(0xB000, 2) == b"\x32\x04"
+
+
+def test_format0_ccws(setup):
+    io, sch, memory = setup
+    enable(io, sch)
+    memory.write(PROG, bytes([0xE4]) + DATA.to_bytes(3, "big") + bytes([CCW_SLI, 0]) + (7).to_bytes(2, "big"))
+    io.start(sch, orb(PROG, fmt1=False))
+    assert scsw(io.test(sch)[1])[3] == 0 and memory.read(DATA, 4) == bytes([0xFF, 0x38, 0x32, 0x04])
 
 
 def test_skip_transfers_nothing(setup):

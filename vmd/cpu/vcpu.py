@@ -79,6 +79,8 @@ class Vcpu:
     facilities: bytes = bytes(8)
     #: storage keys by 4 KiB frame (the engine itself does not check keys)
     storage_keys: dict[int, int] = field(default_factory=dict)
+    #: the channel subsystem's I/O side (vmd.machine.channel.ChannelSubsystemIO), when there is one
+    io: object = None
     instructions: int = 0
     traps: int = 0
 
@@ -216,12 +218,23 @@ class Vcpu:
             else:
                 pending = None
         if pending is None:
-            return False
+            return self._deliver_io(mask)
         if pending.code in (arch.EXT_CLOCK_COMPARATOR,) and self.tod() < self.clock_comparator:
             return False  # the comparator was moved since it fired
         self.lowcore_write(arch.LC_EXT_PARAMS, struct.pack(">IHH", pending.param, pending.cpu_address,
                                                               pending.code))
         self.swap_psw(arch.LC_EXT_OLD_PSW, arch.LC_EXT_NEW_PSW)
+        return True
+
+    def _deliver_io(self, mask: int) -> bool:
+        """An I/O interruption enabled by the PSW and CR6's ISC mask: subsystem id, parameter, ISC."""
+        if self.io is None or not mask & arch.PSW_IO:
+            return False
+        item = self.io.take(self.engine.cr(6))
+        if item is None:
+            return False
+        self.lowcore_write(arch.LC_SUBCHANNEL_ID, struct.pack(">III", item.sid, item.intparm, item.isc << 27))
+        self.swap_psw(arch.LC_IO_OLD_PSW, arch.LC_IO_NEW_PSW)
         return True
 
     # -- traps ------------------------------------------------------------------------------

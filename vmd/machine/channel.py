@@ -293,8 +293,8 @@ class ChannelSubsystemIO:
         intparm, ctrl0, ctrl1, cpa = struct.unpack_from(">IHHI", orb, 0)
         st.intparm = intparm
         key = ctrl0 >> 12
-        fmt1 = bool(ctrl1 & 0x0080)  # ORB word 1 bit 24: CCW format
-        idaw_fmt2 = bool(ctrl1 & 0x0010)  # bit 27: format-2 IDAWs
+        fmt1 = bool(ctrl0 & 0x0080)  # ORB word 1 bit 8: format-1 CCWs
+        idaw_fmt2 = bool(ctrl0 & 0x0002)  # bit 14: format-2 (64-bit) IDAWs
         st.scsw_flags = key << 12
         st.scsw_ctrl = FCTL_START
         st.dstat = st.cstat = 0

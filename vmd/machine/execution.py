@@ -71,6 +71,12 @@ class Execution:
             self.cpus.append(cpu)
         self.runner = CpuRunner(self.cpus)
         self.ended = False
+        import vmd.cpu.channel_io  # noqa: F401  (registers the channel I/O instructions)
+        from vmd.machine.channel import ChannelSubsystemIO
+
+        self.io = ChannelSubsystemIO(machine.css, self.memory, on_interrupt=self._io_pending)
+        for cpu in self.cpus:
+            cpu.io = self.io
 
     # -- IPL -----------------------------------------------------------------------------
     def load_kernel(self, path: str) -> None:
@@ -123,6 +129,11 @@ class Execution:
             info = {"core": cpu.address, "psw-addr": addr, "reason": "disabled-wait", "psw-mask": mask,
                     "type": "s390"}
             self.call(self.machine.guest_panicked, info)
+
+    def _io_pending(self) -> None:
+        for cpu in self.cpus:
+            cpu.kick()
+        self.runner.wake()
 
     def _stopped(self, cpu: Vcpu) -> None:
         if not any(c.operating for c in self.cpus):
