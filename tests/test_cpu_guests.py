@@ -88,3 +88,96 @@ def test_insn_guest_differs_from_qemu_only_in_icm(tmp_path):
     theirs = (GUESTS / "expected" / "insn.txt").read_text().splitlines()
     differing = {line.split()[0] for line in set(ours) ^ set(theirs) if line.strip()}
     assert differing <= {"icm", "want", "insn:"}, differing
+
+
+class Qmp:
+    """A small line-based QMP client for a vmd process (events kept in order)."""
+
+    def __init__(self, path):
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(30)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rb")
+        self.file.readline()
+        self.events: list[dict] = []
+        self.call("qmp_capabilities")
+
+    def call(self, name, **arguments):
+        msg = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = json.loads(self.file.readline())
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            return reply
+
+    def wait_event(self, name):
+        while True:
+            for i, event in enumerate(self.events):
+                if event["event"] == name:
+                    return self.events.pop(i)
+            self.events.append(json.loads(self.file.readline()))
+
+
+def start_vm(tmp_path, *args):
+    from conftest import wait_for_socket
+
+    sock = tmp_path / "q.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-nographic", "-nodefaults", *args,
+         "-qmp", f"unix:{sock},server=on,wait=off", "--runtime-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    wait_for_socket(sock, proc)
+    return proc, Qmp(sock)
+
+
+def test_system_reset_ipls_again_and_storage_can_be_saved(tmp_path):
+    elf = GUESTS / "bin" / "hello.elf"
+    proc, qmp = start_vm(tmp_path, "-S", "-no-shutdown", "-kernel", str(elf))
+    try:
+        qmp.call("cont")
+        assert qmp.wait_event("SHUTDOWN")["data"] == {"guest": True, "reason": "guest-shutdown"}
+        qmp.wait_event("STOP")
+        assert qmp.call("query-status")["return"]["status"] == "shutdown"
+        assert qmp.call("cont")["error"]["desc"] == "Resetting the Virtual Machine is required"
+        qmp.call("system_reset")
+        assert qmp.call("query-status")["return"]["status"] == "paused"
+        qmp.call("cont")
+        qmp.wait_event("SHUTDOWN")
+        # pmemsave: the guest's code is where the ELF put it
+        out = tmp_path / "mem.bin"
+        assert qmp.call("pmemsave", val=0x20000, size=64, filename=str(out)) == {"return": {}}
+        data = elf.read_bytes()
+        assert out.read_bytes() in data  # the first bytes of the loaded text segment
+        bad = qmp.call("pmemsave", val=(128 << 20) - 8, size=64, filename=str(out))
+        assert bad["error"]["class"] == "GenericError"
+        regs = qmp.call("human-monitor-command", **{"command-line": "info registers"})["return"]
+        assert regs.startswith("CPU#0: PSW=mask") and "C00=" in regs
+    finally:
+        proc.terminate()
+        stdout, _ = proc.communicate(timeout=20)
+    assert stdout.count(b"hello: done, powering off") == 2
+
+
+def test_inject_nmi_is_the_restart_interruption(tmp_path):
+    """hello's restart handler ends in a disabled wait at 0xe5000: a guest panic (QEMU's rule)."""
+    proc, qmp = start_vm(tmp_path, "-no-shutdown", "-kernel", str(GUESTS / "bin" / "hello.elf"))
+    try:
+        qmp.wait_event("SHUTDOWN")
+        qmp.call("system_reset")
+        qmp.call("cont")
+        qmp.call("inject-nmi")
+        panic = qmp.wait_event("GUEST_PANICKED")
+        assert panic["data"]["action"] == "pause"
+        assert panic["data"]["info"]["reason"] == "disabled-wait"
+        assert panic["data"]["info"]["psw-addr"] == 0xE5000
+        qmp.wait_event("STOP")
+        assert qmp.call("query-status")["return"]["status"] == "guest-panicked"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

@@ -172,8 +172,17 @@ class DeviceDeletedData(Out):
     path: str
 
 
-class EmptyData(Out):
-    pass
+class GuestPanicInformationS390(Out):
+    type: Literal["s390"] = "s390"
+    core: int
+    psw_mask: int = Field(alias="psw-mask")
+    psw_addr: int = Field(alias="psw-addr")
+    reason: Literal["unknown", "disabled-wait", "extint-loop", "pgmint-loop", "opint-loop", "mcint-loop"]
+
+
+class GuestPanickedData(Out):
+    action: Literal["pause", "poweroff", "run"]
+    info: GuestPanicInformationS390 | None = None
 
 
 #: event name -> data model (None: the event has no data member)
@@ -184,4 +193,5 @@ EVENTS: dict[str, type[BaseModel] | None] = {
     "STOP": None,
     "RESUME": None,
     "DEVICE_DELETED": DeviceDeletedData,
+    "GUEST_PANICKED": GuestPanickedData,
 }

@@ -32,6 +32,8 @@ from vmd.cpu.arch import PSW_PROBLEM
 from vmd.machine.memory import AddressingError, GuestMemory
 
 MASK64 = (1 << 64) - 1
+#: control registers after an initial CPU reset (PoP "Initial CPU Reset")
+INITIAL_CR = {0: 0xE0, 14: 0xC2000000}
 
 
 class ProgramInterruption(Exception):
@@ -107,6 +109,22 @@ class Vcpu:
         if mask & arch.PSW_EA:
             return MASK64
         return 0x7FFFFFFF if mask & arch.PSW_BA else 0xFFFFFF
+
+    def reset(self) -> None:
+        """Initial CPU reset (as for an IPL): PSW, prefix, timers, pending interruptions and
+        control registers to their initial values; the CPU is left stopped."""
+        with self.lock:
+            self.external.clear()
+        self.operating = False
+        self.waiting = False
+        self.problem_state = False
+        self.prefix = 0
+        self.clock_comparator = MASK64
+        self.cpu_timer_deadline = None
+        for n in range(16):
+            self.engine.set_cr(n, INITIAL_CR.get(n, 0))
+        self.engine.set_psw(PSW_PROBLEM, 0)
+        self.engine.flush_tlb()
 
     # -- storage --------------------------------------------------------------------------
     def absolute(self, real: int) -> int:

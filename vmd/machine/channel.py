@@ -253,6 +253,15 @@ class ChannelSubsystemIO:
         m = 0x00080000 if self.css.mcsse_enabled else 0
         return (view_cssid << 24) | m | (sch.ssid << 17) | 0x00010000 | sch.schid
 
+    def reset(self) -> None:
+        """Subsystem reset: every subchannel disabled and idle, no interruption pending."""
+        with self.lock:
+            for queue in self.pending:
+                queue.clear()
+        for sch in self.css.subchannels():
+            if getattr(sch, "io", None) is not None:
+                sch.io = SubchannelIO(chpids=bytes([sch.chpid]) + bytes(7))  # type: ignore[attr-defined]
+
     # -- STSCH / MSCH --------------------------------------------------------------------
     def store_schib(self, sch: Subchannel) -> bytes:
         st = self.io(sch)

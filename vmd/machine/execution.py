@@ -88,10 +88,45 @@ class Execution:
             data = Path(path).read_bytes()
         except OSError as err:
             raise ImageError(f"could not load kernel '{path}': {err.strerror}") from err
-        image = load_elf(self.memory, data, name=path)
+        self.kernel_image = data
+        self._ipl_kernel(path)
+
+    def _ipl_kernel(self, name: str) -> None:
+        image = load_elf(self.memory, self.kernel_image, name=name)
         ipl = self.cpus[0]
         ipl.load_psw(arch.PSW_64BIT, image.entry)
         ipl.operating = True
+
+    def reset(self) -> None:
+        """system_reset: every CPU reset, interruptions dropped, and the IPL done again.
+
+        Storage is kept (QEMU's system_reset is not a clear reset); the kernel image is
+        loaded again, as QEMU restores its ROM copy.
+        """
+        self.runner.pause()
+        for cpu in self.cpus:
+            cpu.reset()
+        self.io.reset()
+        self.sclp.reset()
+        self.ended = False
+        if getattr(self, "kernel_image", None) is not None:
+            self._ipl_kernel("kernel")
+
+    def restart_interrupt(self, address: int) -> None:
+        """inject-nmi: the restart interruption (old PSW at 0x120, new at 0x1A0); starts a stopped CPU."""
+        cpu = self.cpus[address]
+        self.runner.pause()
+        cpu.swap_psw(arch.LC_RESTART_OLD_PSW, arch.LC_RESTART_NEW_PSW)
+        cpu.operating = True
+        self.ended = False
+        if self.machine.runstate.running:
+            self.runner.resume()
+
+    def request_quiesce(self) -> None:
+        """system_powerdown: the SCLP signal-quiesce event, announced by a service signal."""
+        if self.sclp.request_quiesce():
+            self.cpus[0].queue_external(PendingExternal(arch.EXT_SERVICE_SIGNAL, 1))
+            self.runner.wake()
 
     # -- run control (event loop) ----------------------------------------------------------
     def start(self) -> None:

@@ -95,14 +95,21 @@ class Machine:
             self.execution.resume()
 
     def reset(self, reason: str = "host-qmp-system-reset", guest: bool = False) -> None:
-        """System reset: devices reset, the run state leaves shutdown/panicked for paused."""
+        """System reset: CPUs and devices reset and the IPL done again; the run state leaves
+        shutdown/panicked for paused."""
+        if self.execution is not None:
+            self.execution.reset()
         self.events.emit("RESET", {"guest": guest, "reason": reason})
         if self.runstate.needs_reset:
             self.runstate.to(RunState.PAUSED)
+        if self.execution is not None and self.runstate.running:
+            self.execution.resume()
 
     def powerdown(self) -> None:
-        """ACPI-style power button: the guest is asked to shut down (signal quiesce on s390x)."""
+        """The power button: the guest is asked to shut down (the SCLP's signal quiesce on s390x)."""
         self.events.emit("POWERDOWN")
+        if self.execution is not None:
+            self.execution.request_quiesce()
 
     def shutdown(self, reason: str, guest: bool) -> None:
         """A shutdown request: the process exits, except for a guest shutdown under -no-shutdown."""

@@ -264,6 +264,11 @@ class Sclp:
         struct.pack_into(">H", work, 0, pos)
         _set_rc(work, RC_NORMAL_READ_COMPLETION)
 
+    def reset(self) -> None:
+        self.receive_mask = self.send_mask = 0
+        self.pending_input.clear()
+        self.quiesce_pending = False
+
     # -- host side ----------------------------------------------------------------------
     def console_input(self, data: bytes) -> bool:
         """Queue console input; True when the guest should get a service signal for it."""

@@ -55,6 +55,23 @@ def _info_qtree(ctx: Context, rest: str) -> str:
     return CRLF.join(lines) + CRLF
 
 
+def _info_registers(ctx: Context, rest: str) -> str:
+    execution = ctx.machine.execution
+    if execution is None:
+        return ""
+    lines = []
+    for cpu in execution.cpus:
+        mask, addr = cpu.psw()
+        lines.append(f"CPU#{cpu.address}: PSW=mask {mask:016x} addr {addr:016x} cc {(mask >> 44) & 3:02x}")
+        for row in range(4):
+            regs = " ".join(f"R{n:02d}={cpu.engine.gpr(n):016x}" for n in range(row * 4, row * 4 + 4))
+            lines.append(regs)
+        for row in range(4):
+            regs = " ".join(f"C{n:02d}={cpu.engine.cr(n):016x}" for n in range(row * 4, row * 4 + 4))
+            lines.append(regs)
+    return CRLF.join(lines) + CRLF
+
+
 def _device_add(ctx: Context, rest: str) -> str:
     from vmd.cmdline import parse_opts
 
@@ -86,6 +103,7 @@ HMP_COMMANDS: dict[str, Callable[[Context, str], str]] = {
     "info status": _info_status,
     "info chardev": _info_chardev,
     "info qtree": _info_qtree,
+    "info registers": _info_registers,
     "device_add": _device_add,
     "device_del": _device_del,
     "stop": _simple("stop"),
