@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 DEMO_NAME = "demo"
+#: the demo guest the demo VM boots (a source checkout has it; an installed package may not)
+DEMO_GUEST = Path(__file__).resolve().parent.parent / "guests" / "bin" / "hello.elf"
 DEFAULT_API_LISTEN = "127.0.0.1:4480"
 DEFAULT_TN3270_LISTEN = "127.0.0.1:2300"
 
@@ -33,11 +35,17 @@ def embedded_default(runtime_dir: Path, tn3270_listen: str = DEFAULT_TN3270_LIST
     """The demo VM as raw configuration data (the alias keys of vmd.config.Config).
 
     QMP on a unix socket in the runtime directory, the JSON-RPC API on
-    127.0.0.1, one tn3270 terminal chardev, and a virtio-rng device so the
-    channel subsystem has something to show.
+    127.0.0.1, one tn3270 terminal chardev, a virtio-rng device so the
+    channel subsystem has something to show, and the demo guest.
     """
     host, _, port = tn3270_listen.rpartition(":")
+    guest: dict[str, Any] = {}
+    if DEMO_GUEST.exists():
+        # the demo guest greets on the console (stdout) and powers off; the VM then waits in the
+        # shutdown state for system_reset + cont instead of ending the daemon
+        guest = {"kernel": str(DEMO_GUEST), "nographic": True, "no-shutdown": True}
     return {
+        **guest,
         "name": DEMO_NAME,
         "runtime-dir": str(runtime_dir),
         "chardev": [

@@ -129,6 +129,26 @@ def _qemu_arg_error(err) -> str:
     return f"Parameter '{name}' is invalid: {err.message}"
 
 
+#: no command's arguments nest deeper; deeper input is refused before validation recurses into it
+MAX_ARGUMENT_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_ARGUMENT_DEPTH:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 class Registry:
     """Name -> command.  ``dispatch`` is the only way any transport runs a command."""
 
@@ -172,6 +192,8 @@ class Registry:
 
         :raises InvalidParameter: with QEMU's text.
         """
+        if arguments and _depth(arguments) > MAX_ARGUMENT_DEPTH:
+            raise InvalidParameter("Parameter nesting is too deep")
         if spec.free_args:
             return arguments
         if spec.args is None:

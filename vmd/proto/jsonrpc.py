@@ -49,6 +49,18 @@ def error(call_id: Any, code: int, message: str, data: Any = None) -> dict[str, 
     return {"jsonrpc": "2.0", "error": err, "id": call_id}
 
 
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); answering them would not be JSON either."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def _one(obj: Any) -> Call | Reject:
     if not isinstance(obj, dict):
         return Reject(error(None, RPC_INVALID_REQUEST, "Invalid Request: a request must be an object"))
@@ -78,7 +90,7 @@ def _one(obj: Any) -> Call | Reject:
 def parse(body: bytes) -> tuple[list[Call | Reject], bool] | dict[str, Any]:
     """A request body -> (members, is_batch), or a single error response for the whole body."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return error(None, RPC_PARSE_ERROR, "Parse error")
     if isinstance(doc, list):

@@ -32,6 +32,7 @@ are checked in QDict order, so with several bad members the same one is reported
 
 from __future__ import annotations
 
+import array
 import json
 import math
 import re
@@ -70,6 +71,7 @@ MAX_TOKEN_COUNT = 2 << 20
 MAX_NESTING = 1 << 10
 #: vmd's per-message cap on token bytes (QEMU's MAX_TOKEN_SIZE, made smaller).
 DEFAULT_MAX_SIZE = 1 << 20
+DEFAULT_MAX_COUNT = MAX_TOKEN_COUNT
 
 PARSE_ERROR_PREFIX = "JSON parse error, "
 
@@ -462,6 +464,48 @@ _scan_once = json.scanner.make_scanner(  # type: ignore[attr-defined]
 )
 
 
+class _TokenBuffer:
+    """The tokens of the message being collected, packed: a few bytes per token.
+
+    A partial message may hold up to a million tiny tokens (``[nul,nul,...``); as a list of
+    separate objects that costs about 16 times the input, packed about twice.
+    Punctuation is stored as its code, text tokens in one shared byte buffer.
+    """
+
+    __slots__ = ("kinds", "ends", "text")
+
+    def __init__(self) -> None:
+        self.kinds = array.array("b")  # punctuation code, or 0 for a text token
+        self.ends = array.array("I")  # end offset of each token's text
+        self.text = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds)
+
+    def append(self, tok: Any) -> None:
+        if tok.__class__ is int:
+            self.kinds.append(tok)
+        else:
+            self.kinds.append(0)
+            self.text += tok
+        self.ends.append(len(self.text))
+
+    def tolist(self) -> list:
+        out: list = []
+        start = 0
+        text = self.text
+        for kind, end in zip(self.kinds, self.ends):
+            if kind:
+                out.append(kind)
+            else:
+                out.append(bytes(text[start:end]))
+                start = end
+        return out
+
+
 class JsonStreamSplitter:
     """Split a QMP input byte stream into messages exactly as QEMU's JSON parser does.
 
@@ -478,7 +522,7 @@ class JsonStreamSplitter:
         self,
         max_size: int = DEFAULT_MAX_SIZE,
         *,
-        max_count: int = MAX_TOKEN_COUNT,
+        max_count: int = DEFAULT_MAX_COUNT,
         max_nesting: int = MAX_NESTING,
         fast: bool = True,
     ):
@@ -496,7 +540,7 @@ class JsonStreamSplitter:
         """Forget any partial message (QEMU re-inits its parser when a client disconnects)."""
         self._state = _START
         self._tok = bytearray()
-        self._tokens: list = []
+        self._tokens = _TokenBuffer()
         self._token_size = 0
         self._braces = 0
         self._brackets = 0
@@ -563,7 +607,7 @@ class JsonStreamSplitter:
 
     # -- streamer --------------------------------------------------------------------
     def _reset_message(self) -> None:
-        self._tokens = []
+        self._tokens = _TokenBuffer()
         self._token_size = 0
         self._braces = 0
         self._brackets = 0
@@ -608,7 +652,7 @@ class JsonStreamSplitter:
         tokens = self._tokens
         self._reset_message()
         try:
-            out.append(Message(_parse_tokens(tokens)))
+            out.append(Message(_parse_tokens(tokens.tolist())))
         except _ParseError as e:
             out.append(WireError(PARSE_ERROR_PREFIX + str(e)))
         return None

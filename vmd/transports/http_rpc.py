@@ -36,6 +36,7 @@ log = logging.getLogger("vmd.http")
 MAX_BODY = 1 << 20
 MAX_STREAMS = 32
 KEEPALIVE_SECONDS = 15.0
+STREAM_POLL_SECONDS = 0.5
 
 
 def write_token(path: Path) -> str:
@@ -79,7 +80,8 @@ class HttpApi:
     async def _auth(self, request: web.Request, handler):
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+        offered = value.strip().encode("utf-8", "replace")  # a header may carry any bytes
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, self.token.encode()):
             return web.json_response(
                 {"error": "a valid bearer token is required"},
                 status=401,
@@ -113,7 +115,9 @@ class HttpApi:
         members, is_batch = parsed
         ctx = self.ctx_factory(request)
         responses = []
-        for member in members:
+        for n, member in enumerate(members):
+            if n and n % 16 == 0:
+                await asyncio.sleep(0)  # a big batch must not hold up other clients
             if isinstance(member, jsonrpc.Reject):
                 responses.append(member.response)
                 continue
@@ -146,12 +150,20 @@ class HttpApi:
         try:
             await response.prepare(request)
             await response.write(b": vmd event stream\n\n")
+            idle = 0.0
             while True:
                 try:
-                    await asyncio.wait_for(wakeup.wait(), KEEPALIVE_SECONDS)
+                    await asyncio.wait_for(wakeup.wait(), STREAM_POLL_SECONDS)
                 except asyncio.TimeoutError:
-                    await response.write(b": keepalive\n\n")
+                    # aiohttp does not cancel a handler whose client left: look, and free the slot
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    idle += STREAM_POLL_SECONDS
+                    if idle >= KEEPALIVE_SECONDS:
+                        idle = 0.0
+                        await response.write(b": keepalive\n\n")
                     continue
+                idle = 0.0
                 wakeup.clear()
                 chunks = []
                 for event in listener.drain():

@@ -34,7 +34,8 @@ from vmd.proto import qmp as wire
 log = logging.getLogger("vmd.qmp")
 
 MAX_PENDING = 64
-WRITE_HIGH_WATER = 1 << 20
+#: requests handled per turn of the event loop before other clients get theirs
+BATCH = 16
 CAPABILITIES = ["oob"]
 
 
@@ -69,6 +70,8 @@ class QmpSession(asyncio.Protocol):
         self.busy = False
         self.closed = False
         self.reading_paused = False
+        self.writing_paused = False  # the client is not reading: stop producing output for it
+        self.eof = False
         self._flush_scheduled = False
         self.loop = asyncio.get_event_loop()
         self.peer = "?"
@@ -76,6 +79,7 @@ class QmpSession(asyncio.Protocol):
         #: serviced before its main loop runs)
         self.ready = ready
         self._ready_waiter: asyncio.Task | None = None
+        self._drain_scheduled = False
         #: a client the start-up fast path already greeted (and maybe negotiated with)
         self.early = early
         if early is not None:
@@ -133,7 +137,15 @@ class QmpSession(asyncio.Protocol):
             self._ready_waiter = self.loop.create_task(wait())
 
     def eof_received(self) -> bool:
-        return False
+        """The client finished sending: answer what it sent, then close (half-close kept)."""
+        self.eof = True
+        self._close_if_done()
+        return True
+
+    def _close_if_done(self) -> None:
+        if self.eof and not self.pending and not self.busy and self.transport is not None:
+            self._flush_events()
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -147,10 +159,14 @@ class QmpSession(asyncio.Protocol):
             self.on_close(self)
 
     def pause_writing(self) -> None:
+        """The client's receive side is full: no more replies or events until it reads."""
+        self.writing_paused = True
         self._pause_reading()
 
     def resume_writing(self) -> None:
-        self._resume_reading()
+        self.writing_paused = False
+        self._flush_events()
+        self._drain_pending()
 
     # -- requests -----------------------------------------------------------------
     def _run(self, request: "wire.Request") -> None:
@@ -168,6 +184,9 @@ class QmpSession(asyncio.Protocol):
             result = spec.handler(self.ctx, parsed)
         except VmdError as err:
             self._reply(wire.err(err.error_class, err.desc, request.id))
+            return
+        except RecursionError:
+            self._reply(wire.err("GenericError", "Parameter nesting is too deep", request.id))
             return
         except Exception as err:  # a bug in vmd: answer, log, keep serving
             log.exception("command %s failed", request.name)
@@ -191,13 +210,25 @@ class QmpSession(asyncio.Protocol):
         self._drain_pending()
 
     def _drain_pending(self) -> None:
-        while self.pending and not self.busy and not self.closed:
+        handled = 0
+        while self.pending and not self.busy and not self.closed and not self.writing_paused:
             if self._blocked():
                 self._wait_until_ready()
                 break
+            if handled == BATCH:  # let other clients in; continue on the next turn
+                if not self._drain_scheduled:
+                    self._drain_scheduled = True
+                    self.loop.call_soon(self._drain_again)
+                break
             self._step(self.pending.popleft())
-        if len(self.pending) < MAX_PENDING // 2:
+            handled += 1
+        if len(self.pending) < MAX_PENDING // 2 and not self.writing_paused:
             self._resume_reading()
+        self._close_if_done()
+
+    def _drain_again(self) -> None:
+        self._drain_scheduled = False
+        self._drain_pending()
 
     def _negotiate(self, request: "wire.Request") -> None:
         if request.name != "qmp_capabilities":
@@ -247,8 +278,8 @@ class QmpSession(asyncio.Protocol):
 
     def _flush_events(self) -> None:
         self._flush_scheduled = False
-        if self.listener is None:
-            return
+        if self.listener is None or self.writing_paused:
+            return  # events wait in the listener's bounded queue (oldest dropped)
         for event in self.listener.drain():
             self._send(event.to_wire())
 

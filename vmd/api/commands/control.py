@@ -23,12 +23,16 @@ def register(r: Registry) -> None:
         """Every command this monitor accepts."""
         return [{"name": name} for name in sorted(r.commands)]
 
+    introspection: list[dict] = []
+
     @r.command("query-qmp-schema", returns=list[dict])
     def query_qmp_schema(ctx: Context, args: None) -> list[dict]:
         """QMP introspection (SchemaInfo list) derived from the command and event declarations."""
         from vmd.api.introspect import schema_info
 
-        return schema_info(r)
+        if not introspection:  # the declarations never change at run time: build it once
+            introspection.extend(schema_info(r))
+        return introspection
 
     @r.command("quit")
     def quit_(ctx: Context, args: None) -> None:
