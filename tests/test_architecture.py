@@ -14,6 +14,7 @@ FORBIDDEN = {
     "vmd.proto": ("vmd.api", "vmd.machine", "vmd.devices", "vmd.transports", "vmd.daemon", "vmd.config"),
     "vmd.devices": ("vmd.api", "vmd.transports", "vmd.daemon"),
     "vmd.machine": ("vmd.api", "vmd.transports", "vmd.daemon"),
+    "vmd.cpu": ("vmd.api", "vmd.transports", "vmd.daemon", "vmd.devices"),
     "vmd.api": ("vmd.transports", "vmd.daemon"),
     "vmd.transports": ("vmd.daemon", "vmd.machine.machine"),
     "vmd.errors": ("vmd.",),

@@ -78,8 +78,9 @@ def test_embedded_default_vm(tmp_path):
         assert {"qmp0", "term0"} <= labels
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=10)
+        out_bytes, err = proc.communicate(timeout=10)
     log = err.decode()
+    assert b"vmd test guest: hello" in out_bytes  # the demo guest greeted on the console
     assert "QMP monitor" in log and str(sock) in log
     assert "3270 terminal" in log and str(tn_port) in log
     assert f"127.0.0.1:{port}" in log
