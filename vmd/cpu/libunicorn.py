@@ -36,7 +36,7 @@ UNICORN_VERSION = "2.1.4"
 # sha256 of unicorn-2.1.4.tar.gz, the source distribution on PyPI.
 SDIST_SHA256 = "00567a70e323f749b419cd86bee4f9115beab7ebba32194581c090cbb7c59cff"
 # The value of the vmd_patch_version symbol the patch exports; bump both together.
-PATCH_VERSION = 1
+PATCH_VERSION = 2
 LIB_NAME = "libunicorn.so.2"  # the name the unicorn binding loads
 CMAKE_ARGS = (
     "-DUNICORN_ARCH=s390x",

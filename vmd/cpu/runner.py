@@ -1,8 +1,16 @@
 """The vCPU thread: runs the guest in slices, delivers interruptions, parks in waits.
 
 One host thread runs every vCPU (Unicorn's TCG is not SMP-safe across
-instances); with one CPU, a slice is simply the time between two looks at
-pending interruptions.  The asyncio loop controls the thread through
+instances), all on one engine instance.  The operating CPUs take turns, round
+robin in address order: before its turn a CPU takes what is pending for it,
+then, unless it waits, runs until its slice ends, it waits, or something
+happens that another CPU must see (a SIGP, an interruption for a waiting CPU:
+the engine's kick).  Switching CPUs is the engine's context switch
+(:meth:`~vmd.cpu.unicorn_engine.UnicornEngine.activate`); with one CPU, or one
+CPU with work, the slices simply follow each other with no switch.  A slice is
+long (:data:`SLICE_US`) while one CPU has work, :data:`SMP_SLICE_US` while
+several do, and never longer than the running CPU's next timer.
+The asyncio loop controls the thread through
 :meth:`pause`, :meth:`resume` and :meth:`shutdown`; each sets a flag and kicks
 the engine, and the thread acknowledges.  A stop request that lands between
 two engine runs would be lost by Unicorn, so the thread checks the flags
@@ -18,10 +26,12 @@ from vmd.cpu.vcpu import Vcpu
 
 log = logging.getLogger("vmd.cpu")
 
-#: longest run between two looks at timers.  Kept long on purpose: an asynchronous stop of a
-#: running guest is not always precise in the engine (see docs/CPU.md, "Known problems"), so the
-#: thread stops the guest only when something is due: a timer, an interruption, a pause.
+#: longest run of a lone CPU between two looks at timers.  The thread stops the guest only when
+#: something is due (a timer, an interruption, a pause, another CPU's turn); every stop costs a
+#: new emu_start.  (Asynchronous stops are precise since patch (f), docs/CPU.md.)
 SLICE_US = 200_000
+#: the slice while another CPU has work too: how long one CPU may keep the others waiting
+SMP_SLICE_US = 10_000
 IDLE_POLL_S = 0.05
 
 
@@ -92,12 +102,16 @@ class CpuRunner(threading.Thread):
                 if cpu.waiting or not cpu.operating:
                     continue
                 ran = True
+                slice_us = SLICE_US
+                if len(self.cpus) > 1 and any(c.operating and not c.waiting for c in self.cpus if c is not cpu):
+                    slice_us = SMP_SLICE_US
                 due = cpu.next_timer()
-                slice_us = SLICE_US if due is None else max(50, min(SLICE_US, int(due * 1e6) + 50))
+                if due is not None and due > 0:  # a timer due now is masked: deliver_pending just ran
+                    slice_us = max(50, min(slice_us, int(due * 1e6) + 50))
                 cpu.engine.run(slice_us)
             if not ran:
-                timeout = min((t for t in (c.next_timer() for c in self.cpus if c.operating) if t is not None),
-                              default=IDLE_POLL_S)
+                timeout = min((t for t in (c.next_timer() for c in self.cpus if c.operating)
+                               if t is not None and t > 0), default=IDLE_POLL_S)
                 with self._cond:
                     if self._run_allowed and not self._quit:
                         self._cond.wait(min(timeout, IDLE_POLL_S))

@@ -12,11 +12,20 @@ Interruptions from the outside (service signal, clock comparator, CPU timer,
 I/O) are queued on the CPU and delivered between engine slices, when the PSW
 and control registers enable them.  A wait PSW parks the CPU; an enabled wait
 resumes on the next deliverable interruption, a disabled wait ends the
-machine (QEMU's rules: address ...fff is a clean shutdown, anything else a
-guest panic).
+machine once no other CPU runs (QEMU's rules: address ...fff is a clean
+shutdown, anything else a guest panic).  Delivery follows QEMU's order and
+chains while interruptions stay deliverable: external (emergency signal,
+external call, clock comparator, CPU timer, service signal), I/O, restart,
+and last the stop that SIGP asked for.
 
-Storage operands are real addresses with DAT off (prefixing applied); DAT-on
-operand translation comes with the kernel work.
+Several CPUs.  Every Vcpu of a machine shares one engine instance; its
+:class:`~vmd.cpu.unicorn_engine.CpuEngine` reads and writes its registers
+whether it is the CPU the instance runs or not, so one CPU's handler may act
+on another (SIGP, :mod:`vmd.cpu.sigp`).  A CPU is *operating* or *stopped*
+(:attr:`Vcpu.operating`); an operating CPU with a wait PSW is *waiting*.
+
+Storage operands are real addresses with DAT off (prefixing applied, with the
+CPU's own prefix); DAT-on operand translation comes with the kernel work.
 """
 
 from __future__ import annotations
@@ -29,9 +38,33 @@ from typing import Callable
 
 from vmd.cpu import arch
 from vmd.cpu.arch import PSW_PROBLEM
+from vmd.cpu.unicorn_engine import INTNO_PGM, INTNO_SVC
 from vmd.machine.memory import AddressingError, GuestMemory
 
 MASK64 = (1 << 64) - 1
+PSW_ENABLED = arch.PSW_IO | arch.PSW_EXT | arch.PSW_MCHK
+#: runtime-instrumentation bit of the PSW mask (bit 24), cleared by a CPU reset
+PSW_RI = arch.bit64(24)
+#: how many interruptions one delivery chain may take (each new PSW may enable the next)
+MAX_CHAIN = 16
+#: QEMU's order among pending external interruptions (do_ext_interrupt)
+EXT_PRIORITY = {
+    arch.EXT_EMERGENCY_SIGNAL: 0,
+    arch.EXT_EXTERNAL_CALL: 1,
+    arch.EXT_CLOCK_COMPARATOR: 2,
+    arch.EXT_CPU_TIMER: 3,
+    arch.EXT_SERVICE_SIGNAL: 4,
+}
+#: external interruptions that store only the CPU address and code (the parameter word is kept)
+CPU_LOCAL_EXT = frozenset({arch.EXT_EMERGENCY_SIGNAL, arch.EXT_EXTERNAL_CALL, arch.EXT_CLOCK_COMPARATOR,
+                           arch.EXT_CPU_TIMER})
+SUBCLASS_MASK = {
+    arch.EXT_SERVICE_SIGNAL: arch.CR0_SERVICE_SIGNAL,
+    arch.EXT_CLOCK_COMPARATOR: arch.CR0_CLOCK_COMPARATOR,
+    arch.EXT_CPU_TIMER: arch.CR0_CPU_TIMER,
+    arch.EXT_EXTERNAL_CALL: arch.CR0_EXTERNAL_CALL,
+    arch.EXT_EMERGENCY_SIGNAL: arch.CR0_EMERGENCY_SIGNAL,
+}
 #: control registers after an initial CPU reset (PoP "Initial CPU Reset")
 INITIAL_CR = {0: 0xE0, 14: 0xC2000000}
 
@@ -53,6 +86,8 @@ class MachineHooks:
     stop_all: Callable[["Vcpu"], None]  # every CPU stopped: QEMU shuts the machine down
     diagnose: Callable[["Vcpu", int, int, int], int] | None = None  # (cpu, code, r1, r3) -> cc
     stsi: Callable[["Vcpu", int, int, int, int], int] | None = None
+    #: every CPU of the machine, indexed by CPU address (SIGP's targets)
+    cpus: list["Vcpu"] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +118,11 @@ class Vcpu:
     storage_keys: dict[int, int] = field(default_factory=dict)
     #: the channel subsystem's I/O side (vmd.machine.channel.ChannelSubsystemIO), when there is one
     io: object = None
+    #: a SIGP restart waits for delivery (QEMU's INTERRUPT_RESTART)
+    restart_pending: bool = False
+    #: SIGP stop (0x05) or stop-and-store-status (0x09) under way, QEMU's sigp_order: until the
+    #: CPU has stopped, every other order but the resets finds it busy
+    stop_order: int = 0
     instructions: int = 0
     traps: int = 0
 
@@ -98,11 +138,30 @@ class Vcpu:
     def load_psw(self, mask: int, addr: int) -> None:
         self.problem_state = bool(mask & PSW_PROBLEM)
         self.engine.set_psw(mask | PSW_PROBLEM, addr)
-        if mask & arch.PSW_WAIT:
-            self.waiting = True
+        self.waiting = bool(mask & arch.PSW_WAIT)
+        if self.waiting:
             self.engine.stop()
-            if not mask & (arch.PSW_IO | arch.PSW_EXT | arch.PSW_MCHK):
+            if not mask & PSW_ENABLED:
                 self.hooks.disabled_wait(self, mask, addr)
+
+    def running(self) -> bool:
+        """Operating and not in a disabled wait: the CPUs QEMU counts before it ends the machine."""
+        if not self.operating:
+            return False
+        return not self.waiting or bool(self.engine.psw()[0] & PSW_ENABLED)
+
+    def enter_stopped(self, last_ends_machine: bool = True) -> None:
+        """Into the stopped state; when no CPU runs any more, the machine shuts down (QEMU's
+        do_stop_interrupt asks for SHUTDOWN guest-shutdown)."""
+        self.operating = False
+        self.engine.stop()
+        if last_ends_machine and not any(cpu.running() for cpu in (self.hooks.cpus or [self])):
+            self.hooks.stop_all(self)
+
+    def set_prefix(self, value: int) -> None:
+        """The prefix register: the engine's, for guest accesses, and ours, for vmd's lowcore accesses."""
+        self.prefix = value
+        self.engine.set_prefix(value)
 
     def addressing_mask(self) -> int:
         mask, _ = self.engine.psw()
@@ -110,19 +169,35 @@ class Vcpu:
             return MASK64
         return 0x7FFFFFFF if mask & arch.PSW_BA else 0xFFFFFF
 
-    def reset(self) -> None:
-        """Initial CPU reset (as for an IPL): PSW, prefix, timers, pending interruptions and
-        control registers to their initial values; the CPU is left stopped."""
+    def reset(self, initial: bool = True, keep_floating: bool = False) -> None:
+        """Initial CPU reset (IPL, system_reset, SIGP initial CPU reset), or with ``initial``
+        false the CPU reset (SIGP CPU reset).
+
+        Both leave the CPU stopped, end a SIGP stop under way and drop the CPU's pending
+        interruptions (with ``keep_floating`` the service signal stays: QEMU keeps it outside the
+        CPU).  The initial reset also sets the PSW, prefix, control registers, floating-point
+        control, clock comparator, CPU timer and TOD programmable register to their initial
+        values; general, floating-point and access registers are kept (QEMU's s390_cpu_reset).
+        """
         with self.lock:
-            self.external.clear()
+            self.external = [p for p in self.external
+                             if keep_floating and p.code == arch.EXT_SERVICE_SIGNAL]
+        self.restart_pending = False
+        self.stop_order = 0
         self.operating = False
+        if not initial:
+            mask, addr = self.engine.psw()
+            self.engine.set_psw(mask & ~PSW_RI, addr)
+            return
         self.waiting = False
         self.problem_state = False
-        self.prefix = 0
+        self.set_prefix(0)
         self.clock_comparator = MASK64
         self.cpu_timer_deadline = None
+        self.todpr = 0
         for n in range(16):
             self.engine.set_cr(n, INITIAL_CR.get(n, 0))
+        self.engine.set_fpc(0)
         self.engine.set_psw(PSW_PROBLEM, 0)
         self.engine.flush_tlb()
 
@@ -135,11 +210,24 @@ class Vcpu:
             return real - self.prefix
         return real
 
+    def _pieces(self, real: int, length: int) -> list[tuple[int, int, int]]:
+        """(offset, absolute address, length) pieces of a real range, cut where prefixing swaps."""
+        prefix = self.prefix
+        if prefix == 0 or length <= 0:
+            return [(0, real, length)]
+        bounds = (0x2000, prefix, prefix + 0x2000)
+        out, at, end = [], real, real + length
+        while at < end:
+            cut = min([b for b in bounds if b > at] + [end])
+            out.append((at - real, self.absolute(at), cut - at))
+            at = cut
+        return out
+
     def read(self, real: int, length: int) -> bytes:
         try:
             if self.prefix == 0:
                 return self.memory.read(real, length)
-            return bytes(self.memory.u8(self.absolute(real + i)) for i in range(length))
+            return b"".join(self.memory.read(a, n) for _, a, n in self._pieces(real, length))
         except AddressingError:
             raise ProgramInterruption(arch.PGM_ADDRESSING) from None
 
@@ -148,8 +236,11 @@ class Vcpu:
             if self.prefix == 0:
                 self.memory.write(real, data)
                 return
-            for i, b in enumerate(data):
-                self.memory.put_u8(self.absolute(real + i), b)
+            pieces = self._pieces(real, len(data))
+            for _, a, n in pieces:  # all or nothing: check every piece before writing any
+                self.memory.check(a, n)
+            for off, a, n in pieces:
+                self.memory.write(a, data[off:off + n])
         except AddressingError:
             raise ProgramInterruption(arch.PGM_ADDRESSING) from None
 
@@ -164,7 +255,8 @@ class Vcpu:
         mask, addr = self.psw()
         if old_addr is not None:
             addr = old_addr
-        self.lowcore_write(old_offset, struct.pack(">QQ", mask & ~arch.PSW_WAIT, addr & MASK64))
+        # the old PSW keeps the wait bit of a CPU interrupted in the wait state (as QEMU stores it)
+        self.lowcore_write(old_offset, struct.pack(">QQ", mask, addr & MASK64))
         new_mask = self.lowcore_u64(new_offset)
         new_addr = self.lowcore_u64(new_offset + 8)
         self.waiting = False
@@ -186,19 +278,47 @@ class Vcpu:
         self.kick()
 
     def kick(self) -> None:
-        """Make the CPU look at its pending interruptions soon (any thread)."""
-        self.engine.stop()
+        """Make the CPU look at its pending interruptions soon (any thread): the running slice
+        ends and the runner wakes."""
+        self.engine.kick()
 
-    def _subclass_enabled(self, code: int) -> bool:
-        cr0 = self.engine.cr(0)
-        need = {
-            arch.EXT_SERVICE_SIGNAL: arch.CR0_SERVICE_SIGNAL,
-            arch.EXT_CLOCK_COMPARATOR: arch.CR0_CLOCK_COMPARATOR,
-            arch.EXT_CPU_TIMER: arch.CR0_CPU_TIMER,
-            arch.EXT_EXTERNAL_CALL: arch.CR0_EXTERNAL_CALL,
-            arch.EXT_EMERGENCY_SIGNAL: arch.CR0_EMERGENCY_SIGNAL,
-        }.get(code, 0)
-        return bool(cr0 & need)
+    def recheck(self) -> None:
+        """The PSW or CR0 changed under a trapped instruction (SSM, STOSM, LPSW, LCTL...): when an
+        interruption became deliverable, leave the engine so that the runner delivers it now."""
+        if self.restart_pending or self.stop_order:
+            self.engine.stop()
+            return
+        queues = getattr(self.io, "pending", None)
+        io_pending = bool(queues) and any(queues)
+        if not self.external and not io_pending:
+            return  # the common case: one attribute test, no register read
+        mask = self.engine.psw()[0]
+        if mask & arch.PSW_EXT and self.external:
+            cr0 = self.engine.cr(0)
+            with self.lock:
+                if any(self._subclass_enabled(p.code, cr0) for p in self.external):
+                    self.engine.stop()
+                    return
+        if mask & arch.PSW_IO and io_pending:
+            cr6 = self.engine.cr(6)
+            if any(queue and cr6 & (0x80000000 >> isc) for isc, queue in enumerate(queues)):
+                self.engine.stop()
+
+    def timer_set(self) -> None:
+        """SCKC or SPT moved a timer: the running slice ends no later than the timer is due."""
+        due = self.next_timer()
+        if due is None:
+            return
+        if due > 0:
+            self.engine.shorten(due)
+            return
+        with self.lock:
+            self._timers()  # due already: pending now
+        self.recheck()
+
+    @staticmethod
+    def _subclass_enabled(code: int, cr0: int) -> bool:
+        return bool(cr0 & SUBCLASS_MASK.get(code, 0))
 
     def tod(self) -> int:
         return self.engine.tod()
@@ -221,27 +341,98 @@ class Vcpu:
             waits.append(max(0.0, self.cpu_timer_deadline - time.monotonic()))
         return min(waits) if waits else None
 
+    def cpu_timer(self) -> int:
+        """The CPU timer's current value (signed, TOD units); -1 before the first SPT."""
+        if self.cpu_timer_deadline is None:
+            return -1
+        return int((self.cpu_timer_deadline - time.monotonic()) * 1e6 * 4096)
+
     def deliver_pending(self) -> bool:
-        """Deliver one enabled pending interruption; True when one was delivered."""
-        mask, _ = self.psw()
+        """Deliver what is pending and enabled, in QEMU's order (s390_cpu_do_interrupt): external,
+        I/O, restart, then a SIGP stop; the chain goes on while the new PSWs enable more, and
+        ends with the stop.  True when anything was delivered."""
         with self.lock:
             self._timers()
-            if mask & arch.PSW_EXT:
+        delivered = False
+        for _ in range(MAX_CHAIN):
+            if not self._deliver_one():
+                break
+            delivered = True
+            if not self.operating:
+                break
+        return delivered
+
+    def _deliver_one(self) -> bool:
+        mask = self.engine.psw()[0]
+        if mask & arch.PSW_EXT and self.external and self._deliver_external():
+            return True
+        if self._deliver_io(mask):
+            return True
+        if self.restart_pending:
+            self.restart_pending = False
+            self.swap_psw(arch.LC_RESTART_OLD_PSW, arch.LC_RESTART_NEW_PSW)
+            return True
+        if self.stop_order:
+            self.stop_interruption()
+            return True
+        return False
+
+    def _deliver_external(self) -> bool:
+        cr0 = self.engine.cr(0)
+        while True:
+            with self.lock:
+                best, best_key = None, None
                 for i, pending in enumerate(self.external):
-                    if self._subclass_enabled(pending.code):
-                        del self.external[i]
-                        break
-                else:
-                    pending = None
-            else:
-                pending = None
-        if pending is None:
-            return self._deliver_io(mask)
-        if pending.code in (arch.EXT_CLOCK_COMPARATOR,) and self.tod() < self.clock_comparator:
-            return False  # the comparator was moved since it fired
-        self.lowcore_write(arch.LC_EXT_PARAMS, struct.pack(">IHH", pending.param, pending.cpu_address,
-                                                              pending.code))
+                    if not self._subclass_enabled(pending.code, cr0):
+                        continue
+                    key = (EXT_PRIORITY.get(pending.code, len(EXT_PRIORITY)),
+                           pending.cpu_address if pending.code == arch.EXT_EMERGENCY_SIGNAL else 0)
+                    if best_key is None or key < best_key:
+                        best, best_key = i, key
+                if best is None:
+                    return False
+                pending = self.external.pop(best)
+            if pending.code == arch.EXT_CLOCK_COMPARATOR and self.tod() < self.clock_comparator:
+                continue  # the comparator was moved since it fired
+            break
+        if pending.code in CPU_LOCAL_EXT:
+            self.lowcore_write(arch.LC_CPU_ADDRESS, struct.pack(">HH", pending.cpu_address, pending.code))
+        else:
+            self.lowcore_write(arch.LC_EXT_PARAMS, struct.pack(">IHH", pending.param, pending.cpu_address,
+                                                                  pending.code))
         self.swap_psw(arch.LC_EXT_OLD_PSW, arch.LC_EXT_NEW_PSW)
+        return True
+
+    def stop_interruption(self) -> None:
+        """A SIGP stop takes effect (QEMU's do_stop_interrupt): stopped, the machine ends when no
+        CPU runs any more, and for stop-and-store-status the status goes to absolute 0x1200."""
+        order = self.stop_order
+        self.enter_stopped()
+        if order == arch.SIGP_STOP_AND_STORE_STATUS:
+            self.store_status(arch.LC_FLOAT_SAVE, store_arch=True)
+        self.stop_order = 0
+
+    def store_status(self, address: int, store_arch: bool = False) -> bool:
+        """Store the CPU's status into the 512-byte save area at an absolute address (PoP "Store
+        Status"; QEMU's s390_store_status); False when the area is not in storage.  ``store_arch``
+        also stores the architectural-mode id 1 at absolute 163."""
+        try:
+            area = bytearray(self.memory.read(address, arch.STATUS_SAVE_SIZE))
+        except AddressingError:
+            return False
+        engine = self.engine
+        mask, addr = self.psw()
+        struct.pack_into(">16Q", area, 0x000, *(engine.fpr(i) for i in range(16)))
+        struct.pack_into(">16Q", area, 0x080, *(engine.gpr(i) for i in range(16)))
+        struct.pack_into(">QQ", area, 0x100, mask, addr)
+        struct.pack_into(">II", area, 0x118, self.prefix, engine.fpc())
+        struct.pack_into(">I", area, 0x124, self.todpr)
+        struct.pack_into(">QQ", area, 0x128, self.cpu_timer() & MASK64, self.clock_comparator >> 8)
+        struct.pack_into(">16I", area, 0x140, *(engine.ar(i) for i in range(16)))
+        struct.pack_into(">16Q", area, 0x180, *(engine.cr(i) for i in range(16)))
+        if store_arch:
+            self.memory.write(arch.LC_AR_MODE_ID, b"\x01")
+        self.memory.write(address, bytes(area))
         return True
 
     def _deliver_io(self, mask: int) -> bool:
@@ -258,8 +449,6 @@ class Vcpu:
     # -- traps ------------------------------------------------------------------------------
     def on_trap(self, intno: int) -> None:
         """Engine callback (CPU thread): emulate a privileged instruction or deliver the exception."""
-        from vmd.cpu.unicorn_engine import INTNO_PGM, INTNO_SVC
-
         self.traps += 1
         _, addr = self.engine.psw()
         pgm_code, _pgm_ilen, svc_code, svc_ilen = self.engine.trap_codes()
@@ -286,6 +475,8 @@ class Vcpu:
 
 # -- instruction decoding -----------------------------------------------------------------
 PSW_LOADED = object()  # a handler's answer when it loaded a new PSW itself
+#: the I/O and external masks in the PSW's system-mask byte (bits 6 and 7)
+SYSTEM_MASK_IO_EXT = 0x03
 
 
 def _s_addr(cpu: Vcpu, text: bytes) -> int:
@@ -328,6 +519,8 @@ def i_lpswe(cpu: Vcpu, text: bytes):
     if mask & arch.PSW_EA and not mask & arch.PSW_BA:
         raise ProgramInterruption(arch.PGM_SPECIFICATION)
     cpu.load_psw(mask, target)
+    if not cpu.waiting:
+        cpu.recheck()
     return PSW_LOADED
 
 
@@ -339,6 +532,8 @@ def i_lpsw(cpu: Vcpu, text: bytes):
         raise ProgramInterruption(arch.PGM_SPECIFICATION)
     mask = ((word0 & ~0x00080000) << 32) | ((word1 & 0x80000000) and arch.PSW_BA)
     cpu.load_psw(mask, word1 & 0x7FFFFFFF)
+    if not cpu.waiting:
+        cpu.recheck()
     return PSW_LOADED
 
 
@@ -346,6 +541,8 @@ def i_ssm(cpu: Vcpu, text: bytes):
     byte = cpu.read(_s_addr(cpu, text), 1)[0]
     mask, addr = cpu.psw()
     cpu.load_psw((mask & ~(0xFF << 56)) | (byte << 56), addr)
+    if byte & ~(mask >> 56) & SYSTEM_MASK_IO_EXT:
+        cpu.recheck()
     return None
 
 
@@ -353,7 +550,10 @@ def _system_mask_op(op: Callable[[int, int], int]):
     def handler(cpu: Vcpu, text: bytes):
         mask, addr = cpu.psw()
         cpu.write(_si_addr(cpu, text), bytes([mask >> 56]))
-        cpu.load_psw((mask & ~(0xFF << 56)) | (op(mask >> 56, text[1]) << 56), addr)
+        byte = op(mask >> 56, text[1])
+        cpu.load_psw((mask & ~(0xFF << 56)) | (byte << 56), addr)
+        if byte & ~(mask >> 56) & SYSTEM_MASK_IO_EXT:
+            cpu.recheck()
         return None
 
     return handler
@@ -370,6 +570,8 @@ def _lctl(cpu: Vcpu, text: bytes, addr: int, width: int) -> None:
             value = (cpu.engine.cr(reg) & ~0xFFFFFFFF) | value
         cpu.engine.set_cr(reg, value)
     cpu.engine.flush_tlb()
+    if any((r1 + i) % 16 in (0, 6) for i in range(n)):  # subclass or I/O masks may enable more
+        cpu.recheck()
 
 
 def _stctl(cpu: Vcpu, text: bytes, addr: int, width: int) -> None:
@@ -405,14 +607,13 @@ def i_stap(cpu, text):
 
 
 def i_spx(cpu, text):
+    """SET PREFIX: bits 1-18 of the word; addressing exception when the 8 KiB are not in storage."""
     value = int.from_bytes(cpu.read(_aligned(_s_addr(cpu, text), 4), 4), "big") & 0x7FFFE000
+    if value == cpu.prefix:
+        return
     if value + 0x2000 > cpu.memory.size:
         raise ProgramInterruption(arch.PGM_ADDRESSING)
-    if value != 0:
-        # the engine applies prefixing to guest accesses itself; moving it needs the
-        # engine's prefix register, which arrives with SMP support
-        raise ProgramInterruption(arch.PGM_SPECIFICATION)
-    cpu.prefix = value
+    cpu.set_prefix(value)
 
 
 def i_stpx(cpu, text):
@@ -423,6 +624,7 @@ def i_sckc(cpu, text):
     cpu.clock_comparator = int.from_bytes(cpu.read(_aligned(_s_addr(cpu, text), 8), 8), "big")
     with cpu.lock:
         cpu.external = [p for p in cpu.external if p.code != arch.EXT_CLOCK_COMPARATOR]
+    cpu.timer_set()
 
 
 def i_stckc(cpu, text):
@@ -434,14 +636,11 @@ def i_spt(cpu, text):
     cpu.cpu_timer_deadline = time.monotonic() + value / 4096 / 1e6
     with cpu.lock:
         cpu.external = [p for p in cpu.external if p.code != arch.EXT_CPU_TIMER]
+    cpu.timer_set()
 
 
 def i_stpt(cpu, text):
-    if cpu.cpu_timer_deadline is None:
-        value = -1
-    else:
-        value = int((cpu.cpu_timer_deadline - time.monotonic()) * 1e6 * 4096)
-    cpu.write(_aligned(_s_addr(cpu, text), 8), (value & MASK64).to_bytes(8, "big"))
+    cpu.write(_aligned(_s_addr(cpu, text), 8), (cpu.cpu_timer() & MASK64).to_bytes(8, "big"))
 
 
 def i_servc(cpu, text):
@@ -464,24 +663,6 @@ def i_diag(cpu, text):
     cc = cpu.hooks.diagnose(cpu, code, r1, r3)
     if cc is not None:
         _set_cc(cpu, cc)
-
-
-def i_sigp(cpu, text):
-    """SIGP: orders to other CPUs; the machine hooks carry them out (stop for now)."""
-    r1, r3 = text[1] >> 4, text[1] & 0xF
-    order = _s_addr(cpu, text) & 0xFF
-    target = cpu.engine.gpr(r3) & 0xFFFF
-    sigp = getattr(cpu.hooks, "sigp", None)
-    if sigp is not None:
-        cc = sigp(cpu, order, target, r1)
-    elif target == cpu.address and order in (SIGP_STOP, SIGP_STOP_AND_STORE):
-        cpu.operating = False
-        cpu.engine.stop()
-        cpu.hooks.stop_all(cpu)
-        cc = 0
-    else:
-        cc = 3  # not operational
-    _set_cc(cpu, cc)
 
 
 def i_iske(cpu, text):
@@ -512,18 +693,15 @@ def i_epsw(cpu, text):
         cpu.engine.set_gpr(r2, (cpu.engine.gpr(r2) & ~0xFFFFFFFF) | (mask & 0xFFFFFFFF))
 
 
-SIGP_STOP = 0x05
-SIGP_STOP_AND_STORE = 0x09
-
 #: opcode -> emulation; keys are the first byte, or (first byte, second byte) / (first, last) for
-#: two-part opcodes
+#: two-part opcodes.  SIGP (0xAE) comes from vmd.cpu.sigp, the channel I/O instructions from
+#: vmd.cpu.channel_io: each registers itself here when imported.
 INSTRUCTIONS: dict = {
     0x80: i_ssm,
     0x82: i_lpsw,
     0x83: i_diag,
     0xAC: _system_mask_op(lambda old, imm: old & imm),  # STNSM
     0xAD: _system_mask_op(lambda old, imm: old | imm),  # STOSM
-    0xAE: i_sigp,
     0xB6: i_stctl,
     0xB7: i_lctl,
     (0xB2, 0x02): i_stidp,

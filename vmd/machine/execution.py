@@ -59,17 +59,23 @@ class Execution:
         self.memory = GuestMemory(memory_size)
         self.sclp = Sclp(self.memory, SclpConfig(memory_size, cpu_count),
                          console_output=lambda data: self.call(console, data))
-        hooks = MachineHooks(service_call=self._service_call, disabled_wait=self._disabled_wait,
-                             stop_all=self._stopped)
+        import vmd.cpu.sigp  # noqa: F401  (registers SIGNAL PROCESSOR)
+
         self.cpus: list[Vcpu] = []
+        hooks = MachineHooks(service_call=self._service_call, disabled_wait=self._disabled_wait,
+                             stop_all=self._stopped, cpus=self.cpus)
+        # one engine instance for every CPU: translated code is not coherent across instances
+        self.engine = UnicornEngine(self.memory)
+        self.engine.set_facilities(DEFAULT_FACILITIES)
         for address in range(cpu_count):
-            engine = UnicornEngine(self.memory)
-            cpu = Vcpu(address, engine, self.memory, hooks,
+            regs = self.engine.add_cpu()
+            cpu = Vcpu(address, regs, self.memory, hooks,
                        cpu_id=(address << 32) | (CPU_TYPE << 16), facilities=DEFAULT_FACILITIES)
-            engine.on_trap = cpu.on_trap
-            engine.set_facilities(DEFAULT_FACILITIES)
+            regs.on_trap = cpu.on_trap
+            cpu.reset()  # initial CPU reset: stopped, CR0 and CR14 at their initial values
             self.cpus.append(cpu)
         self.runner = CpuRunner(self.cpus)
+        self.engine.on_kick = self.runner.wake
         self.ended = False
         import vmd.cpu.channel_io  # noqa: F401  (registers the channel I/O instructions)
         from vmd.machine.channel import ChannelSubsystemIO
@@ -142,6 +148,7 @@ class Execution:
 
     def shutdown(self) -> None:
         self.runner.shutdown()
+        self.engine.close()
 
     # -- hooks (CPU thread) -----------------------------------------------------------------
     def _service_call(self, cpu: Vcpu, command: int, sccb: int) -> int:
@@ -156,7 +163,8 @@ class Execution:
         return 0
 
     def _disabled_wait(self, cpu: Vcpu, mask: int, addr: int) -> None:
-        cpu.operating = False
+        if any(c.running() for c in self.cpus):
+            return  # QEMU: the CPU stays halted while another one runs
         self.ended = True
         if special_wait(addr):
             self.call(self.machine.shutdown, "guest-shutdown", True)
@@ -171,6 +179,6 @@ class Execution:
         self.runner.wake()
 
     def _stopped(self, cpu: Vcpu) -> None:
-        if not any(c.operating for c in self.cpus):
+        if not any(c.running() for c in self.cpus):
             self.ended = True
             self.call(self.machine.shutdown, "guest-shutdown", True)
