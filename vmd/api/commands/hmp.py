@@ -59,6 +59,17 @@ def _info_registers(ctx: Context, rest: str) -> str:
     execution = ctx.machine.execution
     if execution is None:
         return ""
+    # registers are read with the vCPU thread parked: reading the PSW of a running engine
+    # would make it recompute its condition-code state under the guest's feet
+    execution.pause()
+    try:
+        return _registers_text(execution)
+    finally:
+        if ctx.machine.runstate.running:
+            execution.resume()
+
+
+def _registers_text(execution) -> str:
     lines = []
     for cpu in execution.cpus:
         mask, addr = cpu.psw()
