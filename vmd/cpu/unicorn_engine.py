@@ -188,6 +188,11 @@ class UnicornEngine:
         self.regs = regs
         self.const = const
         self.uc = uc_mod.Uc(uc_mod.UC_ARCH_S390X, uc_mod.UC_MODE_BIG_ENDIAN)
+        from unicorn.unicorn_py3 import unicorn as binding  # bound to the patched library by load()
+
+        self.c_reg_read = binding.uclib.uc_reg_read
+        self.c_reg_write = binding.uclib.uc_reg_write
+        self.uc_error = binding.UcError
         self.uc.mem_map_ptr(0, memory.size, uc_mod.UC_PROT_ALL, memory.address)
         # exits mode: an emu_start "until" would translate until-1 and could write a TEC
         # into the guest lowcore when that address is unmapped
@@ -310,6 +315,8 @@ class CpuEngine:
         self._fpc = r.UC_S390X_REG_FPC
         self._pc = r.UC_S390X_REG_PC
         self._pswm = r.UC_S390X_REG_PSWM
+        self._buf = ctypes.c_uint64()
+        self._buf_ref = ctypes.byref(self._buf)
         self.on_trap: Callable[[int], None] = lambda intno: None
 
     @property
@@ -318,17 +325,36 @@ class CpuEngine:
         return self._regs is self.engine.uc
 
     # -- registers -------------------------------------------------------------------
+    # The binding's generic reg_read/reg_write cost about 1 µs each; the trap path reads a
+    # handful per trap, so 64-bit registers of the live CPU go straight to the C API.
+    def _fast_read(self, regid: int) -> int:
+        if self._regs is not self.engine.uc:
+            return self._regs.reg_read(regid)
+        err = self.engine.c_reg_read(self.engine.uc._uch, regid, self._buf_ref)
+        if err:
+            raise self.engine.uc_error(err)
+        return self._buf.value
+
+    def _fast_write(self, regid: int, value: int) -> None:
+        if self._regs is not self.engine.uc:
+            self._regs.reg_write(regid, value)
+            return
+        self._buf.value = value
+        err = self.engine.c_reg_write(self.engine.uc._uch, regid, self._buf_ref)
+        if err:
+            raise self.engine.uc_error(err)
+
     def gpr(self, n: int) -> int:
-        return self._regs.reg_read(self._gpr[n])
+        return self._fast_read(self._gpr[n])
 
     def set_gpr(self, n: int, value: int) -> None:
-        self._regs.reg_write(self._gpr[n], value & MASK64)
+        self._fast_write(self._gpr[n], value & MASK64)
 
     def cr(self, n: int) -> int:
-        return self._regs.reg_read(self._cr[n])
+        return self._fast_read(self._cr[n])
 
     def set_cr(self, n: int, value: int) -> None:
-        self._regs.reg_write(self._cr[n], value & MASK64)
+        self._fast_write(self._cr[n], value & MASK64)
 
     def ar(self, n: int) -> int:
         return self._regs.reg_read(self._ar[n])
@@ -359,13 +385,15 @@ class CpuEngine:
 
     def psw(self) -> tuple[int, int]:
         """The engine's PSW (mask with the forced problem-state bit, address)."""
-        regs = self._regs
-        return regs.reg_read(self._pswm), regs.reg_read(self._pc)
+        return self._fast_read(self._pswm), self._fast_read(self._pc)
 
     def set_psw(self, mask: int, address: int) -> None:
-        regs = self._regs
-        regs.reg_write(self._pswm, mask)
-        regs.reg_write(self._pc, address)
+        self._fast_write(self._pswm, mask)
+        self._fast_write(self._pc, address)
+
+    def set_pc(self, address: int) -> None:
+        """Move the instruction address only (the end of an emulated instruction)."""
+        self._fast_write(self._pc, address)
 
     def trap_codes(self) -> tuple[int, int, int, int]:
         """(program interruption code, its ILC, SVC number, SVC ILC) of the last trap (running CPU)."""

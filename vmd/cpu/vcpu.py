@@ -125,6 +125,8 @@ class Vcpu:
     stop_order: int = 0
     instructions: int = 0
     traps: int = 0
+    #: the addressing-mode mask while a trapped instruction is emulated (None otherwise)
+    _trap_amode: int | None = None
 
     # -- PSW ----------------------------------------------------------------------------
     def psw(self) -> tuple[int, int]:
@@ -164,6 +166,8 @@ class Vcpu:
         self.engine.set_prefix(value)
 
     def addressing_mask(self) -> int:
+        if self._trap_amode is not None:  # fixed while one trapped instruction is emulated
+            return self._trap_amode
         mask, _ = self.engine.psw()
         if mask & arch.PSW_EA:
             return MASK64
@@ -450,7 +454,7 @@ class Vcpu:
     def on_trap(self, intno: int) -> None:
         """Engine callback (CPU thread): emulate a privileged instruction or deliver the exception."""
         self.traps += 1
-        _, addr = self.engine.psw()
+        mask, addr = self.engine.psw()
         pgm_code, _pgm_ilen, svc_code, svc_ilen = self.engine.trap_codes()
         if intno == INTNO_SVC:
             self.svc_interruption(svc_code, svc_ilen or 2, addr)
@@ -460,15 +464,20 @@ class Vcpu:
         first = self.read(addr, 1)[0]
         ilc = arch.ilc_of(first)
         if pgm_code == arch.PGM_PRIVILEGED and (not self.problem_state or _unprivileged(self.read(addr, 2))):
+            amode = MASK64 if mask & arch.PSW_EA else (0x7FFFFFFF if mask & arch.PSW_BA else 0xFFFFFF)
+            self._trap_amode = amode
             try:
                 text = self.read(addr, ilc)
                 handler = lookup(text)
                 if handler is None:
                     raise ProgramInterruption(arch.PGM_OPERATION)
                 if handler(self, text) is not PSW_LOADED:
-                    self.engine.set_psw(self.engine.psw()[0], (addr + ilc) & self.addressing_mask())
+                    self.engine.set_pc((addr + ilc) & amode)
             except ProgramInterruption as exc:
+                self._trap_amode = None
                 self.program_interruption(exc.code, ilc, addr)
+            finally:
+                self._trap_amode = None
             return
         self.program_interruption(pgm_code, ilc, addr)
 
