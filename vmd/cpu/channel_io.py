@@ -16,8 +16,8 @@ SID_ONE = 0x00010000
 SID_M = 0x00080000
 
 
-def _subchannel(cpu: Vcpu):
-    """The subchannel GR1 names, or None when none is there (cc 3).
+def _sid(cpu: Vcpu) -> tuple[int, int, int, bool]:
+    """GR1's subsystem id as (cssid, ssid, schid, m).
 
     :raises ProgramInterruption: operand exception for a malformed SID.
     """
@@ -30,53 +30,71 @@ def _subchannel(cpu: Vcpu):
         raise ProgramInterruption(arch.PGM_OPERAND)
     if sid & 0x00F00000 & ~SID_M:
         raise ProgramInterruption(arch.PGM_OPERAND)
-    ssid = (sid >> 17) & 3
-    schid = sid & 0xFFFF
+    return cssid, (sid >> 17) & 3, sid & 0xFFFF, m
+
+
+def _subchannel(cpu: Vcpu):
+    """The subchannel GR1 names, or None when none is there (cc 3)."""
+    cssid, ssid, schid, m = _sid(cpu)
     return cpu.io.css.lookup_guest(cssid, ssid, schid, m)
 
 
-def i_stsch(cpu: Vcpu, text: bytes):
-    addr = _aligned(_s_addr(cpu, text), 4)
-    sch = _subchannel(cpu)
-    if sch is None:
-        _set_cc(cpu, 3)
-        return
+def _with_subchannel(handler):
+    """The common frame of STSCH/MSCH/SSCH/TSCH: the subsystem id, the operand, then the subchannel;
+    an absent subchannel is condition code 3 for every one of them."""
+
+    def run(cpu: Vcpu, text: bytes):
+        cssid, ssid, schid, m = _sid(cpu)  # QEMU's order: SID, operand alignment, operand, subchannel
+        addr = _aligned(_s_addr(cpu, text), 4)
+        operand = handler.fetch(cpu, addr) if hasattr(handler, "fetch") else None
+        sch = cpu.io.css.lookup_guest(cssid, ssid, schid, m)
+        if sch is None:
+            _set_cc(cpu, 3)
+            return
+        _set_cc(cpu, handler(cpu, sch, addr, operand))
+
+    return run
+
+
+@_with_subchannel
+def i_stsch(cpu: Vcpu, sch, addr: int, _operand) -> int:
     cpu.write(addr, cpu.io.store_schib(sch))
-    _set_cc(cpu, 0)
+    return 0
 
 
-def i_msch(cpu: Vcpu, text: bytes):
-    addr = _aligned(_s_addr(cpu, text), 4)
-    schib = cpu.read(addr, 52)
-    sch = _subchannel(cpu)
-    if sch is None:
-        _set_cc(cpu, 3)
-        return
-    _set_cc(cpu, cpu.io.modify(sch, schib))
+def _fetch_schib(cpu: Vcpu, addr: int) -> bytes:
+    return cpu.read(addr, 52)
 
 
-def i_ssch(cpu: Vcpu, text: bytes):
-    addr = _aligned(_s_addr(cpu, text), 4)
+def i_msch_body(cpu: Vcpu, sch, addr: int, schib: bytes) -> int:
+    return cpu.io.modify(sch, schib)
+
+
+i_msch_body.fetch = _fetch_schib  # type: ignore[attr-defined]
+i_msch = _with_subchannel(i_msch_body)
+
+
+def _fetch_orb(cpu: Vcpu, addr: int) -> bytes:
     orb = cpu.read(addr, 32)
-    sch = _subchannel(cpu)
-    if sch is None:
-        _set_cc(cpu, 3)
-        return
     if orb[8] & 0x80:
         # the channel-program address must be a 31-bit address (QEMU: operand exception)
         raise ProgramInterruption(arch.PGM_OPERAND)
-    _set_cc(cpu, cpu.io.start(sch, orb))
+    return orb
 
 
-def i_tsch(cpu: Vcpu, text: bytes):
-    addr = _aligned(_s_addr(cpu, text), 4)
-    sch = _subchannel(cpu)
-    if sch is None:
-        _set_cc(cpu, 3)
-        return
+def i_ssch_body(cpu: Vcpu, sch, addr: int, orb: bytes) -> int:
+    return cpu.io.start(sch, orb)
+
+
+i_ssch_body.fetch = _fetch_orb  # type: ignore[attr-defined]
+i_ssch = _with_subchannel(i_ssch_body)
+
+
+@_with_subchannel
+def i_tsch(cpu: Vcpu, sch, addr: int, _operand) -> int:
     cc, irb = cpu.io.test(sch)
     cpu.write(addr, irb)
-    _set_cc(cpu, cc)
+    return cc
 
 
 def i_tpi(cpu: Vcpu, text: bytes):
