@@ -7,7 +7,7 @@ client that stops reading loses its oldest events, not the daemon's memory.
 The bus keeps a short history so a new listener can catch up.
 
 Every event name is declared with a pydantic data model in
-:mod:`vmd.api.events_decl`; the schemas in ``schemas/`` come from there.
+:data:`vmd.api.models.EVENTS`; the schemas in ``schemas/`` come from there.
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ class EventBus:
     def __init__(self, history: int = 256):
         self._listeners: list[EventListener] = []
         self.history: collections.deque[Event] = collections.deque(maxlen=history)
-        self._hooks: list[Callable[[Event], None]] = []
 
     def listen(self, listener: EventListener | None = None) -> EventListener:
         listener = listener or EventListener()
@@ -83,15 +82,9 @@ class EventBus:
         except ValueError:
             pass
 
-    def add_hook(self, hook: Callable[[Event], None]) -> None:
-        """A synchronous observer (logging, systemd status)."""
-        self._hooks.append(hook)
-
     def emit(self, name: str, data: dict[str, Any] | None = None) -> Event:
         event = Event.now(name, data)
         self.history.append(event)
         for listener in list(self._listeners):
             listener.put(event)
-        for hook in self._hooks:
-            hook(event)
         return event

@@ -90,17 +90,6 @@ class CommandSpec:
         return self._validator
 
 
-_JSON_TYPE_NAMES = {
-    "string": "string",
-    "integer": "integer",
-    "number": "number",
-    "boolean": "boolean",
-    "object": "object",
-    "array": "array",
-    "null": "null",
-}
-
-
 def _qemu_arg_error(err) -> str:
     """QEMU's wording for one jsonschema validation error."""
     path = [str(p) for p in err.absolute_path]
@@ -118,14 +107,14 @@ def _qemu_arg_error(err) -> str:
         expected = err.validator_value
         if isinstance(expected, list):
             expected = expected[0]
-        return f"Invalid parameter type for '{name}', expected: {_JSON_TYPE_NAMES.get(expected, expected)}"
+        return f"Invalid parameter type for '{name}', expected: {expected}"
     if err.validator in ("enum", "const"):
         return f"Parameter '{name}' does not accept value '{err.instance}'"
     if err.validator in ("anyOf", "oneOf"):
         # optional members are declared as anyOf [T, null]; report the first concrete type
         for sub in err.validator_value:
             if sub.get("type") and sub.get("type") != "null":
-                return f"Invalid parameter type for '{name}', expected: {_JSON_TYPE_NAMES.get(sub['type'], sub['type'])}"
+                return f"Invalid parameter type for '{name}', expected: {sub['type']}"
     return f"Parameter '{name}' is invalid: {err.message}"
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from vmd.devices.props import QInt32, QStr, qemu_message
 from vmd.errors import GenericError
-from vmd.machine.css import CHPID_TYPE_VIRTIO, CssDevId, Subchannel
+from vmd.machine.css import CHPID_TYPE_VIRTIO, CssDevId, Subchannel, devid_str
 
 if TYPE_CHECKING:
     from vmd.machine.machine import Machine
@@ -194,11 +194,11 @@ class CcwDevice(Device):
 
     @property
     def dev_id(self) -> str:
-        return "<unset>" if self.subchannel is None else str(self.subchannel.dev_id)
+        return devid_str(None if self.subchannel is None else self.subchannel.dev_id)
 
     @property
     def subch_id(self) -> str:
-        return "<unset>" if self.subchannel is None else str(self.subchannel.subch_id)
+        return devid_str(None if self.subchannel is None else self.subchannel.subch_id)
 
     def sense_id(self) -> bytes:
         """Sense ID data: 0xFF, CU type, CU model, device type, device model (7 bytes, no CIWs)."""

@@ -137,14 +137,6 @@ def _parse_str(value: Any) -> str:
     raise _json_type("string")
 
 
-def _parse_on_off_auto(value: Any) -> str:
-    if isinstance(value, str) and value in ("on", "off", "auto"):
-        return value
-    if isinstance(value, str):
-        raise PydanticCustomError("qemu_enum", "Parameter '{{name}}' does not accept value '{value}'", {"value": value})
-    raise _json_type("string")
-
-
 def _enum_parser(values: tuple[str, ...]):
     def parse(value: Any) -> str:
         if isinstance(value, str) and value in values:

@@ -70,11 +70,3 @@ class RunStateMachine:
     @property
     def needs_reset(self) -> bool:
         return self.state in NEEDS_RESET
-
-
-def mermaid() -> str:
-    """The table as a mermaid state diagram, for docs/ARCHITECTURE.md."""
-    lines = ["stateDiagram-v2"]
-    for a, b in sorted(TRANSITIONS, key=lambda t: (t[0].value, t[1].value)):
-        lines.append(f"    {a.value} --> {b.value}")
-    return "\n".join(lines)

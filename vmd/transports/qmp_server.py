@@ -26,8 +26,8 @@ import collections
 import logging
 from typing import Any, Callable
 
-from vmd.api.registry import Context, Registry
-from vmd.errors import CommandNotFound, GenericError, VmdError
+from vmd.api.registry import Context, Registry, to_wire
+from vmd.errors import CommandNotFound, VmdError
 from vmd.events import EventBus, EventListener
 from vmd.proto import qmp as wire
 
@@ -192,7 +192,7 @@ class QmpSession(asyncio.Protocol):
             log.exception("command %s failed", request.name)
             self._reply(wire.err("GenericError", f"internal error: {err}", request.id))
             return
-        self._reply(wire.ok(_to_wire(result), request.id))
+        self._reply(wire.ok(to_wire(result), request.id))
 
     def _finish_async(self, request: "wire.Request", task: asyncio.Task) -> None:
         self.busy = False
@@ -206,7 +206,7 @@ class QmpSession(asyncio.Protocol):
             log.exception("command %s failed", request.name)
             self._reply(wire.err("GenericError", f"internal error: {err}", request.id))
         else:
-            self._reply(wire.ok(_to_wire(result), request.id))
+            self._reply(wire.ok(to_wire(result), request.id))
         self._drain_pending()
 
     def _drain_pending(self) -> None:
@@ -302,11 +302,3 @@ class QmpSession(asyncio.Protocol):
         if self.writer is not None and self.writer is not self.transport:
             self.writer.close()
 
-
-def _to_wire(result: Any) -> Any:
-    from vmd.api.registry import to_wire
-
-    return to_wire(result)
-
-
-__all__ = ["QmpSession", "GenericError"]
