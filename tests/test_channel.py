@@ -142,7 +142,8 @@ def test_skip_transfers_nothing(setup):
     ccw1(0xE4, CCW_SLI, 8, 0x7FFF0000),  # data outside storage
     ccw1(0x08, 0, 0, PROG + 4),  # TIC to an unaligned address
     ccw1(0x08, 0, 0, PROG + 8) + ccw1(0x08, 0, 0, PROG),  # TIC to TIC
-    ccw1(0xE4, 0, 0, DATA),  # count 0
+    ccw1(0x00, CCW_SLI, 8, DATA),  # a command code ending in 0 is invalid
+    ccw1(0x10, CCW_SLI, 8, DATA),
 ])
 def test_bad_ccws_are_channel_program_checks(setup, program):
     io, sch, memory = setup
@@ -153,13 +154,14 @@ def test_bad_ccws_are_channel_program_checks(setup, program):
     assert cstat & SCH_PROGRAM_CHECK and ctrl & 0x0010  # alert status
 
 
-def test_unknown_command_is_a_unit_check_with_command_reject(setup):
+def test_unknown_command_is_a_unit_check_with_command_reject_in_the_sense_bytes(setup):
     io, sch, memory = setup
     enable(io, sch)
     memory.write(PROG, ccw1(0x77, CCW_SLI, 4, DATA) + ccw1(0x04, CCW_SLI, 32, DATA))
     io.start(sch, orb(PROG))
     _, irb = io.test(sch)
-    assert scsw(irb)[2] & DEV_UNIT_CHECK and irb[32] == 0x80  # sense byte 0 in the ECW
+    # no concurrent sense on virtual subchannels: the ECW stays zero, the SENSE command has the byte
+    assert scsw(irb)[2] & DEV_UNIT_CHECK and irb[32] == 0
     memory.write(PROG, ccw1(0x04, CCW_SLI, 32, DATA))
     io.start(sch, orb(PROG))
     io.test(sch)

@@ -17,22 +17,24 @@ import pytest
 from conftest import ROOT
 
 from test_guests_qemu import GUESTS as GUEST_ARGS
+from test_guests_qemu import prepare_files
 
 GUESTS = ROOT / "guests"
 #: guests whose transcripts vmd must reproduce today
-RUNNING = ["hello", "pgm", "timer", "ccw", "sigp"]
+RUNNING = ["hello", "pgm", "timer", "ccw", "sigp", "virtio", "stsi"]
 
 
-def run_guest(name: str, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_guest(name: str, *extra: str, timeout: float = 60, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-nographic", "-nodefaults",
          *GUEST_ARGS[name], "-kernel", str(GUESTS / "bin" / f"{name}.elf"), *extra],
-        capture_output=True, timeout=timeout, cwd=ROOT)
+        capture_output=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", RUNNING)
 def test_guest_transcript_matches_qemu(name, tmp_path):
-    proc = run_guest(name, "--runtime-dir", str(tmp_path))
+    prepare_files(name, tmp_path)
+    proc = run_guest(name, "--runtime-dir", str(tmp_path), cwd=tmp_path)
     expected = (GUESTS / "expected" / f"{name}.txt").read_bytes()
     assert proc.stdout.decode(errors="replace") == expected.decode(errors="replace")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -66,11 +68,15 @@ def test_guest_power_off_is_a_clean_shutdown_event(tmp_path):
 
 
 def test_missing_or_bad_kernel_is_a_clean_error(tmp_path):
+    """A file that is not ELF is a raw image, as in QEMU; a broken ELF is refused with the reason."""
     bad = tmp_path / "bad.elf"
-    bad.write_bytes(b"not an elf")
+    bad.write_bytes(b"\x7fELF\x01\x01\x01" + bytes(57))
     proc = subprocess.run([sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-kernel", str(bad),
                            "--runtime-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.returncode == 1 and "not an ELF file" in proc.stderr
+    assert proc.returncode == 1 and "not a 64-bit big-endian ELF file" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-kernel", str(tmp_path / "none"),
+                           "--runtime-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1 and f"could not load kernel '{tmp_path / 'none'}'" in proc.stderr
 
 
 @pytest.mark.xfail(strict=True, reason="the engine (QEMU 5.0 TCG in libunicorn 2.1.4) sets cc 2 instead of 1 "

@@ -573,6 +573,7 @@ def test_execution_runs_every_cpu_on_one_engine_and_ends_when_the_last_stops():
 
     machine = _Recorder()
     machine.css = ChannelSubsystem()
+    machine.devices = {}
     execution = Execution(machine, 8 << 20, 2, call_soon_threadsafe=lambda fn, *a: fn(*a),
                           console=lambda data: None)
     try:

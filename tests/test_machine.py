@@ -118,14 +118,18 @@ def test_anonymous_devices_get_increasing_qom_paths_and_can_be_deleted_by_path()
     assert c.qom_path == "/machine/peripheral-anon/device[2]"
 
 
-def test_sense_id_identity_of_every_virtio_model():
+def test_sense_id_identity_of_every_virtio_model(tmp_path):
+    from vmd.block import open_drive
+
     m, _ = new_machine()
+    (tmp_path / "disk.img").write_bytes(bytes(1 << 16))
+    m.block.add("d0", open_drive({"id": "d0", "file": str(tmp_path / "disk.img"), "format": "raw"}), from_drive=True)
     expected = {"virtio-net-ccw": 1, "virtio-blk-ccw": 2, "virtio-serial-ccw": 3, "virtio-rng-ccw": 4,
                 "virtio-balloon-ccw": 5, "virtio-scsi-ccw": 8, "virtio-9p-ccw": 9, "virtio-gpu-ccw": 16,
                 "virtio-keyboard-ccw": 18, "virtio-mouse-ccw": 18, "virtio-tablet-ccw": 18,
                 "vhost-vsock-ccw": 19, "virtio-crypto-ccw": 20, "vhost-user-fs-ccw": 26}
     for driver, virtio_id in expected.items():
-        d = m.add_device(driver, None, None, {})
+        d = m.add_device(driver, None, None, {"drive": "d0"} if driver == "virtio-blk-ccw" else {})
         assert d.sense_id() == bytes([0xFF, 0x38, 0x32, virtio_id, 0, 0, 0]), driver
         assert d.subchannel.chpid == 0x00 and d.subchannel.chpid_type == 0x32
 
@@ -138,14 +142,14 @@ def test_aliases_resolve_to_their_models():
 
 def test_loadparm_rules():
     m, _ = new_machine()
-    d = m.add_device("virtio-blk-ccw", None, None, {"bootindex": "1", "loadparm": "prompt"})
+    d = m.add_device("virtio-net-ccw", None, None, {"bootindex": "1", "loadparm": "prompt"})
     assert d.props.loadparm == "PROMPT"
     with pytest.raises(GenericError, match="^LOADPARM is only valid for boot devices!$"):
-        m.add_device("virtio-blk-ccw", None, None, {"loadparm": "1"})
+        m.add_device("virtio-net-ccw", None, None, {"loadparm": "1"})
     with pytest.raises(GenericError, match="can only contain up to 8 characters"):
-        m.add_device("virtio-blk-ccw", None, None, {"bootindex": "2", "loadparm": "123456789"})
+        m.add_device("virtio-net-ccw", None, None, {"bootindex": "2", "loadparm": "123456789"})
     with pytest.raises(GenericError, match=r"invalid character '\*' \(ASCII 0x2a\)"):
-        m.add_device("virtio-blk-ccw", None, None, {"bootindex": "2", "loadparm": "a*"})
+        m.add_device("virtio-net-ccw", None, None, {"bootindex": "2", "loadparm": "a*"})
 
 
 # -- run states --------------------------------------------------------------------------

@@ -1104,6 +1104,25 @@ class _Parser:
         entry.update(values)
         self.drives.append({**entry, "origin": option})
 
+    def _legacy_drive(self, arg: str, option: str, index: int, media: str) -> None:
+        """-hda..-hdd and -cdrom: QEMU's shorthand for ``-drive file=ARG,index=N,media=M``."""
+        self.drives.append({"file": arg, "index": str(index), "media": media, "origin": option})
+
+    def opt_hda(self, arg: str, option: str) -> None:
+        self._legacy_drive(arg, option, 0, "disk")
+
+    def opt_hdb(self, arg: str, option: str) -> None:
+        self._legacy_drive(arg, option, 1, "disk")
+
+    def opt_hdc(self, arg: str, option: str) -> None:
+        self._legacy_drive(arg, option, 2, "disk")
+
+    def opt_hdd(self, arg: str, option: str) -> None:
+        self._legacy_drive(arg, option, 3, "disk")
+
+    def opt_cdrom(self, arg: str, option: str) -> None:
+        self._legacy_drive(arg, option, 2, "cdrom")
+
     def opt_blockdev(self, arg: str, option: str) -> None:
         if arg.startswith("{"):
             obj = parse_json(arg, option)
@@ -1313,8 +1332,27 @@ class _Parser:
                 raise _err("Must specify either driver or file", drive["origin"])
             if iface is not None and iface not in DRIVE_INTERFACES:
                 raise _err(f"unsupported bus type '{iface}'", drive["origin"])
+            if iface not in (None, "none", "virtio"):
+                # the s390-ccw-virtio machine has no IDE, SCSI, floppy or flash controller to put it on
+                bus, unit = drive.get("bus", "0"), drive.get("unit", drive.get("index", "0"))
+                raise _err(f"machine type does not support if={iface},bus={bus},unit={unit}", drive["origin"])
+        # QEMU's default interface on this machine is virtio: each such drive gets its own
+        # virtio-blk device, after the -device ones; unnamed ones are virtio<unit>, the unit being
+        # the index given or the first one free
+        implicit = []
+        units: set[int] = set()
+        for drive in self.drives:
+            if drive.get("if", "virtio") != "virtio":
+                continue
+            given = drive.get("index", drive.get("unit"))
+            unit = int(given) if given is not None and str(given).isdigit() else min(
+                set(range(len(units) + 1)) - units)
+            units.add(unit)
+            if "id" not in drive:
+                drive["id"] = f"virtio{unit}"
+            implicit.append({"driver": "virtio-blk", "drive": drive["id"], "origin": drive["origin"]})
         # QEMU creates the -device KEY=VALUE devices first, then the JSON ones
-        devices = [*self.devices, *self.json_devices]
+        devices = [*self.devices, *self.json_devices, *implicit]
         for entry in devices:
             if "driver" not in entry:
                 raise _err("Parameter 'driver' is missing", entry["origin"])

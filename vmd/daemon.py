@@ -88,15 +88,58 @@ class Daemon:
             defer=loop.call_soon,
             request_exit=self.request_exit,
         )
+        self.open_block_backends(machine)
+        self.cpu_model = self.resolve_cpu_model()  # QEMU sets the CPUs up before the devices
         for spec in self.config.devices:
             try:
                 machine.add_device(spec.driver, spec.id, spec.bus, spec.props)
             except VmdError as err:
                 raise ConfigError(err.desc, option=spec.origin or f"-device {spec.driver}") from err
         self.machine = machine
-        if self.config.kernel:
+        if self.config.kernel or self.config.bios:
             self.attach_execution(machine, loop)
         return machine
+
+    def resolve_cpu_model(self):
+        """-cpu as QEMU 7.2 sets it up: its warnings once per CPU, its errors in QEMU's words."""
+        from vmd.cmdline import ConfigWarning
+        from vmd.cpu.models import CpuModelError, resolve_cpu_model
+
+        try:
+            model = resolve_cpu_model(self.config.cpu.model, self.config.cpu.features)
+        except CpuModelError as err:
+            for text in err.warnings:  # QEMU stops at the first CPU
+                print(ConfigWarning(text).render(), file=sys.stderr)
+            raise ConfigError(err.desc) from err
+        for _ in range(self.config.smp.cpus):
+            for text in model.warnings:
+                print(ConfigWarning(text).render(), file=sys.stderr)
+        return model
+
+    def open_block_backends(self, machine: Machine) -> None:
+        """-blockdev nodes, then -drive images (QEMU's order), registered by node name or drive id."""
+        if not (self.config.blockdevs or self.config.drives):
+            return
+        from vmd.block import BlockError, open_blockdev, open_drive
+
+        nodes: dict = {}
+        for spec in self.config.blockdevs:
+            options = _spec_options(spec)
+            try:
+                node = open_blockdev(options, nodes)
+            except BlockError as err:
+                raise ConfigError(str(err), option=spec.origin or "-blockdev") from err
+            nodes[node.node_name] = node
+            machine.block.add(node.node_name, node, from_drive=False)
+        for spec in self.config.drives:
+            if spec.if_ not in (None, "none", "virtio"):
+                continue
+            options = _spec_options(spec)
+            try:
+                node = open_drive(options)
+            except BlockError as err:
+                raise ConfigError(str(err), option=spec.origin or "-drive") from err
+            machine.block.add(spec.id, node, from_drive=True)
 
     def attach_execution(self, machine: Machine, loop: asyncio.AbstractEventLoop) -> None:
         """Guest code: storage, CPUs, SCLP, and the -kernel image loaded for IPL."""
@@ -104,10 +147,15 @@ class Daemon:
         from vmd.machine.loader import ImageError
 
         execution = Execution(machine, self.config.memory.size, self.config.smp.cpus,
-                              loop.call_soon_threadsafe, self.console_output)
+                              loop.call_soon_threadsafe, self.console_output,
+                              cpu_model=self.cpu_model, name=self.config.name, uuid=self.config.uuid,
+                              max_cpus=self.config.smp.maxcpus)
         try:
-            execution.load_kernel(self.config.kernel)
+            execution.configure_ipl(kernel=self.config.kernel, initrd=self.config.initrd,
+                                    append=self.config.append or "", bios=self.config.bios,
+                                    machine_loadparm=self.config.machine.loadparm)
         except ImageError as err:
+            execution.shutdown()
             raise ConfigError(str(err)) from err
         machine.execution = execution
 
@@ -230,6 +278,8 @@ class Daemon:
             self.notifier.stopping()
         if self.machine is not None and self.machine.execution is not None:
             self.machine.execution.shutdown()
+        if self.machine is not None:
+            self.machine.block.close()
         if self._watchdog_task is not None:
             self._watchdog_task.cancel()
         for chardev in self.chardevs.values():
@@ -252,4 +302,8 @@ def run(config: Config, early: Any = None) -> int:
     return uvloop.run(Daemon(config, early).run())
 
 
-
+def _spec_options(spec) -> dict:
+    """A -drive / -blockdev entry as the block layer takes it: every key as written, without the origin."""
+    options = spec.model_dump(by_alias=True, exclude_none=True)
+    options.pop("origin", None)
+    return options

@@ -10,6 +10,7 @@ Examples::
     vmctl events                                    # follow events until Ctrl-C
     vmctl --http http://127.0.0.1:4480 --token-file /run/vmd/demo/token query-status
     vmctl --json query-cpus-fast                    # raw JSON for scripts
+    vmctl mkboot disk.img --kernel guests/bin/hello.elf   # a boot disk (local, no VM)
 
 Arguments are ``key=value``; a value that parses as JSON (numbers, true,
 false, null, objects) is sent as such, anything else as a string; use
@@ -200,10 +201,114 @@ def event_line(event: dict) -> str:
     return f"{stamp} {event.get('event')}" + (f" {json.dumps(data)}" if data is not None else "")
 
 
+# --- vmctl mkboot: writes a boot disk locally, connects to nothing ---------------------------
+
+MKBOOT_EPILOG = """\
+The disk carries a zipl boot map of the SCSI type (docs/BOOTMAP.md), which
+QEMU's s390-ccw firmware boots from a virtio-blk device:
+  qemu-system-s390x -drive file=OUTPUT,format=raw,if=none,id=d0 \\
+                    -device virtio-blk-ccw,drive=d0,bootindex=1
+--kernel is the default entry (loadparm 0); the n-th --entry boots with
+-machine loadparm=n. In --entry, ',,' stands for a comma in the paths, and
+append= takes the rest of the text, commas included. With --block-size 4096
+the device needs logical_block_size=4096."""
+
+
+def parse_entry_spec(text: str) -> tuple[str, str | None, str | None]:
+    """``KERNEL[,initrd=PATH][,append=CMDLINE]`` into (kernel, initrd, append)."""
+    def field(start: int) -> tuple[str, int | None]:
+        out, i = [], start
+        while i < len(text):
+            if text.startswith(",,", i):
+                out.append(",")
+                i += 2
+            elif text[i] == ",":
+                return "".join(out), i + 1
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out), None
+
+    kernel, pos = field(0)
+    if not kernel:
+        raise ValueError(f"--entry '{text}' names no kernel")
+    options: dict[str, str] = {}
+    while pos is not None:
+        if text.startswith("append=", pos):
+            options["append"] = text[pos + len("append="):]
+            break
+        item, pos = field(pos)
+        key, eq, value = item.partition("=")
+        if not eq or key != "initrd" or key in options:
+            raise ValueError(f"--entry '{text}': '{item}' is not initrd=PATH or append=CMDLINE")
+        options[key] = value
+    return kernel, options.get("initrd"), options.get("append")
+
+
+def mkboot(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vmctl mkboot", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=MKBOOT_EPILOG,
+        description="Write a disk image that s390x firmware boots: kernels (ELF or Linux image),\n"
+                    "initrds and command lines, one boot entry per loadparm.")
+    parser.add_argument("output", help="the disk image to write")
+    parser.add_argument("--kernel", required=True, help="ELF executable or Linux image (the default entry)")
+    parser.add_argument("--initrd", help="initial ramdisk of the default entry")
+    parser.add_argument("--append", metavar="CMDLINE", help="command line of the default entry")
+    parser.add_argument("--entry", action="append", default=[], metavar="KERNEL[,initrd=PATH][,append=CMDLINE]",
+                        help="one more boot entry (repeatable)")
+    parser.add_argument("--block-size", type=int, choices=(512, 4096), default=512,
+                        help="the disk's logical block size (default 512)")
+    parser.add_argument("--size", help="disk size, e.g. 64M (default: what the boot map needs)")
+    parser.add_argument("--memory", default="128M",
+                        help="guest storage the layout must fit below the firmware (default 128M)")
+    parser.add_argument("--format", choices=("raw", "qcow2"), default="raw", help="image format (default raw)")
+    opts = parser.parse_args(argv)
+    from vmd.boot import zipl       # not on the QMP commands' start-up path
+
+    try:
+        specs = [(opts.kernel, opts.initrd, opts.append)] + [parse_entry_spec(text) for text in opts.entry]
+        entries = []
+        for kernel, initrd, append in specs:
+            entries.append(zipl.BootEntry(_read_input(kernel, "kernel"),
+                                          _read_input(initrd, "initrd") if initrd is not None else None,
+                                          append, name=kernel))
+        boot_map = zipl.write_boot_image(
+            opts.output, entries, block_size=opts.block_size, image_format=opts.format,
+            disk_size=zipl.parse_size(opts.size) if opts.size else None, memory=zipl.parse_size(opts.memory))
+    except (ValueError, ClientError) as err:
+        print(f"vmctl mkboot: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"vmctl mkboot: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{opts.output}: {len(entries)} boot entr{'y' if len(entries) == 1 else 'ies'}, "
+          f"{boot_map.block_size}-byte blocks, {opts.format}")
+    for position, program in sorted(boot_map.programs.items()):
+        spans = ", ".join(f"0x{load.address:x}-0x{load.address + load.length - 1:x}" for load in program.loads)
+        print(f"  loadparm {position}{' (default)' if position == 0 else ''}: {specs[position][0]}: loads {spans};"
+              f" starts at 0x{program.entry_address:x} ({program.addressing_mode}-bit)")
+    return 0
+
+
+def _read_input(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ClientError(f"{what} '{path}': {err.strerror or err}") from err
+
+
+# --- end of vmctl mkboot ---------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["mkboot"]:
+        return mkboot(args[1:])
     parser = argparse.ArgumentParser(
         prog="vmctl", description="Client for vmd's QMP monitor and JSON-RPC API.",
-        epilog="Commands are QMP command names (query-status, device_add, ...), plus 'hmp LINE' and 'events'.",
+        epilog="Commands are QMP command names (query-status, device_add, ...), plus 'hmp LINE' and 'events'"
+               "; 'vmctl mkboot --help' writes boot disks.",
     )
     parser.add_argument("-s", "--socket", help="QMP socket path or HOST:PORT (default: the demo VM's)")
     parser.add_argument("--http", metavar="URL", help="use the JSON-RPC API at URL instead of QMP")

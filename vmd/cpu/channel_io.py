@@ -105,7 +105,7 @@ def i_tpi(cpu: Vcpu, text: bytes):
         return
     words = item.sid.to_bytes(4, "big") + item.intparm.to_bytes(4, "big")
     if addr == 0:
-        cpu.lowcore_write(arch.LC_SUBCHANNEL_ID, words + (item.isc << 27).to_bytes(4, "big"))
+        cpu.lowcore_write(arch.LC_SUBCHANNEL_ID, words + item.word.to_bytes(4, "big"))
     else:
         cpu.write(_aligned(addr, 4), words)
     _set_cc(cpu, 1)

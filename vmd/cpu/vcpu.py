@@ -14,9 +14,10 @@ and control registers enable them.  A wait PSW parks the CPU; an enabled wait
 resumes on the next deliverable interruption, a disabled wait ends the
 machine once no other CPU runs (QEMU's rules: address ...fff is a clean
 shutdown, anything else a guest panic).  Delivery follows QEMU's order and
-chains while interruptions stay deliverable: external (emergency signal,
-external call, clock comparator, CPU timer, service signal), I/O, restart,
-and last the stop that SIGP asked for.
+chains while interruptions stay deliverable: the floating channel-report
+machine check, external (emergency signal, external call, clock comparator,
+CPU timer, service signal), I/O, restart, and last the stop that SIGP asked
+for.
 
 Several CPUs.  Every Vcpu of a machine shares one engine instance; its
 :class:`~vmd.cpu.unicorn_engine.CpuEngine` reads and writes its registers
@@ -68,6 +69,27 @@ SUBCLASS_MASK = {
 #: control registers after an initial CPU reset (PoP "Initial CPU Reset")
 INITIAL_CR = {0: 0xE0, 14: 0xC2000000}
 
+# == machine checks: interruption code (PoP "Machine-Check Interruption Code") ==================
+MCIC_CHANNEL_REPORT = arch.bit64(9)  # subclass: channel report pending
+#: the validity bits QEMU sets (s390_build_validity_mcic): PSW-MWP, masks, program mask, instruction
+#: address, floating-point, general and control registers, CPU timer, access registers, prefix,
+#: FPC, clock comparator, TOD programmable register
+MCIC_VALIDITY = (arch.bit64(20) | arch.bit64(21) | arch.bit64(22) | arch.bit64(23) | arch.bit64(27)
+                 | arch.bit64(28) | arch.bit64(29) | arch.bit64(31) | arch.bit64(33) | arch.bit64(42)
+                 | arch.bit64(43) | arch.bit64(46) | arch.bit64(47))
+MCIC_VALID_VECTORS = arch.bit64(25)
+MCIC_VALID_GUARDED_STORAGE = arch.bit64(36)
+FACILITY_VECTOR = 129
+FACILITY_GUARDED_STORAGE = 133
+#: the machine-check extended save area designation in the lowcore, and the area's size
+LC_MCESAD = 0x11B0
+EXTENDED_SAVE_SIZE = 1024
+
+
+def _facility(facilities: bytes, bit: int) -> bool:
+    return len(facilities) > bit // 8 and bool(facilities[bit // 8] & (0x80 >> (bit % 8)))
+# == end of machine checks ========================================================================
+
 
 class ProgramInterruption(Exception):
     """Raised by an emulated instruction: deliver this program interruption code."""
@@ -118,6 +140,8 @@ class Vcpu:
     storage_keys: dict[int, int] = field(default_factory=dict)
     #: the channel subsystem's I/O side (vmd.machine.channel.ChannelSubsystemIO), when there is one
     io: object = None
+    #: the machine's floating channel-report machine check (vmd.cpu.chsc.MachineCheckLine), if any
+    machine_checks: object = None
     #: a SIGP restart waits for delivery (QEMU's INTERRUPT_RESTART)
     restart_pending: bool = False
     #: SIGP stop (0x05) or stop-and-store-status (0x09) under way, QEMU's sigp_order: until the
@@ -294,9 +318,13 @@ class Vcpu:
             return
         queues = getattr(self.io, "pending", None)
         io_pending = bool(queues) and any(queues)
-        if not self.external and not io_pending:
+        machine_check = self.machine_checks is not None and self.machine_checks.pending
+        if not self.external and not io_pending and not machine_check:
             return  # the common case: one attribute test, no register read
         mask = self.engine.psw()[0]
+        if machine_check and self._machine_check_enabled(mask):
+            self.engine.stop()
+            return
         if mask & arch.PSW_EXT and self.external:
             cr0 = self.engine.cr(0)
             with self.lock:
@@ -352,9 +380,9 @@ class Vcpu:
         return int((self.cpu_timer_deadline - time.monotonic()) * 1e6 * 4096)
 
     def deliver_pending(self) -> bool:
-        """Deliver what is pending and enabled, in QEMU's order (s390_cpu_do_interrupt): external,
-        I/O, restart, then a SIGP stop; the chain goes on while the new PSWs enable more, and
-        ends with the stop.  True when anything was delivered."""
+        """Deliver what is pending and enabled, in QEMU's order (s390_cpu_do_interrupt): machine
+        check, external, I/O, restart, then a SIGP stop; the chain goes on while the new PSWs enable
+        more, and ends with the stop.  True when anything was delivered."""
         with self.lock:
             self._timers()
         delivered = False
@@ -368,6 +396,8 @@ class Vcpu:
 
     def _deliver_one(self) -> bool:
         mask = self.engine.psw()[0]
+        if self._deliver_machine_check(mask):
+            return True
         if mask & arch.PSW_EXT and self.external and self._deliver_external():
             return True
         if self._deliver_io(mask):
@@ -439,6 +469,56 @@ class Vcpu:
         self.memory.write(address, bytes(area))
         return True
 
+    # == machine checks: the channel-report-pending machine check =============================
+    def _machine_check_enabled(self, mask: int) -> bool:
+        """PSW bit 13 and CR14's channel-report-pending subclass mask (bit 35)."""
+        return bool(mask & arch.PSW_MCHK) and bool(self.engine.cr(14) & arch.CR14_CHANNEL_REPORT)
+
+    def _deliver_machine_check(self, mask: int) -> bool:
+        """The floating channel-report machine check, when this CPU is enabled for it and takes it
+        first (QEMU's do_mchk_interrupt).
+
+        Stored in this CPU's lowcore: the registers in the save areas at 0x1200-0x13ff (not the
+        PSW at 0x1300), the architectural-mode id 1 at 0xa3, the interruption code at 0xe8, the
+        old PSW at 0x160; the vector registers go to the extended save area MCESAD (0x11b0)
+        names.  The interruption code has the channel-report subclass and QEMU's validity bits;
+        like QEMU, the vector-register validity bit stands for any non-zero MCESAD (QEMU's
+        store to an address outside storage is silently dropped), and the CPU timer's save
+        area gets its value (QEMU: its internal deadline, as with store status).
+        """
+        line = self.machine_checks
+        if line is None or not line.pending or not self._machine_check_enabled(mask):
+            return False
+        if not line.take():
+            return False  # another CPU took it
+        engine = self.engine
+        mcic = MCIC_CHANNEL_REPORT | MCIC_VALIDITY
+        if _facility(self.facilities, FACILITY_VECTOR):
+            extended = self.lowcore_u64(LC_MCESAD) & ~0x3FF
+            if extended:
+                mcic |= MCIC_VALID_VECTORS
+                try:
+                    self.memory.check(extended, EXTENDED_SAVE_SIZE)
+                except AddressingError:
+                    pass
+                else:
+                    # the 32 vector registers; the area's second half stays as it is
+                    self.memory.write(extended, b"".join(engine.vr(n).to_bytes(16, "big") for n in range(32)))
+        if _facility(self.facilities, FACILITY_GUARDED_STORAGE):
+            mcic |= MCIC_VALID_GUARDED_STORAGE
+        self.lowcore_write(arch.LC_AR_MODE_ID, b"\x01")
+        self.lowcore_write(arch.LC_FLOAT_SAVE, struct.pack(">16Q", *(engine.fpr(i) for i in range(16))))
+        self.lowcore_write(arch.LC_GPR_SAVE, struct.pack(">16Q", *(engine.gpr(i) for i in range(16))))
+        self.lowcore_write(arch.LC_PREFIX_SAVE, struct.pack(">II", self.prefix, engine.fpc()))
+        self.lowcore_write(arch.LC_TOD_PROG_SAVE, struct.pack(">IQQ", self.todpr, self.cpu_timer() & MASK64,
+                                                              self.clock_comparator >> 8))
+        self.lowcore_write(arch.LC_ACCESS_SAVE, struct.pack(">16I", *(engine.ar(i) for i in range(16))))
+        self.lowcore_write(arch.LC_CREGS_SAVE, struct.pack(">16Q", *(engine.cr(i) for i in range(16))))
+        self.lowcore_write(arch.LC_MCCK_CODE, struct.pack(">Q", mcic))
+        self.swap_psw(arch.LC_MCCK_OLD_PSW, arch.LC_MCCK_NEW_PSW)
+        return True
+    # == end of machine checks ================================================================
+
     def _deliver_io(self, mask: int) -> bool:
         """An I/O interruption enabled by the PSW and CR6's ISC mask: subsystem id, parameter, ISC."""
         if self.io is None or not mask & arch.PSW_IO:
@@ -446,7 +526,7 @@ class Vcpu:
         item = self.io.take(self.engine.cr(6))
         if item is None:
             return False
-        self.lowcore_write(arch.LC_SUBCHANNEL_ID, struct.pack(">III", item.sid, item.intparm, item.isc << 27))
+        self.lowcore_write(arch.LC_SUBCHANNEL_ID, struct.pack(">III", item.sid, item.intparm, item.word))
         self.swap_psw(arch.LC_IO_OLD_PSW, arch.LC_IO_NEW_PSW)
         return True
 
@@ -579,7 +659,7 @@ def _lctl(cpu: Vcpu, text: bytes, addr: int, width: int) -> None:
             value = (cpu.engine.cr(reg) & ~0xFFFFFFFF) | value
         cpu.engine.set_cr(reg, value)
     cpu.engine.flush_tlb()
-    if any((r1 + i) % 16 in (0, 6) for i in range(n)):  # subclass or I/O masks may enable more
+    if any((r1 + i) % 16 in (0, 6, 14) for i in range(n)):  # subclass, I/O, machine-check masks
         cpu.recheck()
 
 
@@ -669,9 +749,11 @@ def i_diag(cpu, text):
     code = _s_addr(cpu, text) & 0xFFFF
     if cpu.hooks.diagnose is None:
         raise ProgramInterruption(arch.PGM_SPECIFICATION)
-    cc = cpu.hooks.diagnose(cpu, code, r1, r3)
-    if cc is not None:
-        _set_cc(cpu, cc)
+    result = cpu.hooks.diagnose(cpu, code, r1, r3)
+    if result is PSW_LOADED:
+        return PSW_LOADED
+    if result is not None:
+        _set_cc(cpu, result)
 
 
 def i_iske(cpu, text):

@@ -40,6 +40,7 @@ PMCW_MME = 0x0018
 PMCW_MP = 0x0004
 PMCW_TF = 0x0002
 PMCW_DNV = 0x0001
+PMCW_CHARS_CSENSE = 0x00010000  # concurrent sense
 # SCSW function control / activity control / status control
 FCTL_START = 0x4000
 FCTL_HALT = 0x2000
@@ -62,6 +63,7 @@ SCH_PCI = 0x80
 SCH_INCORRECT_LENGTH = 0x40
 SCH_PROGRAM_CHECK = 0x20
 SCH_PROTECTION_CHECK = 0x10
+SCH_CHANNEL_DATA_CHECK = 0x08
 SCH_CHAIN_CHECK = 0x01
 # CCW flags
 CCW_CD = 0x80
@@ -110,8 +112,11 @@ class DataStream:
     """A CCW's data area: contiguous, or scattered through IDAWs; reads and writes advance it."""
 
     def __init__(self, memory: GuestMemory, address: int, count: int, ida: bool, idaw_format2: bool,
-                 read_only: bool = False):
+                 read_only: bool = False, flags: int = 0):
         self.memory = memory
+        #: the CCW's data address and flags, for devices that check them as QEMU's do
+        self.cda = address
+        self.flags = flags
         self.done = 0
         self.read_only = read_only
         self._segments: list[tuple[int, int]] = []
@@ -228,6 +233,13 @@ class IoInterrupt:
     sid: int
     intparm: int
     isc: int
+    #: an adapter interruption (no subchannel: sid and intparm are 0)
+    adapter: bool = False
+
+    @property
+    def word(self) -> int:
+        """The interruption-identification word: the ISC, and the A bit for adapter interruptions."""
+        return (0x80000000 if self.adapter else 0) | (self.isc << 27)
 
 
 @dataclass
@@ -246,6 +258,16 @@ class ChannelSubsystemIO:
             state.flags = PMCW_DNV
             sch.io = state  # type: ignore[attr-defined]
         return state
+
+    def lookup_sid(self, sid: int) -> Subchannel | None:
+        """The subchannel a subsystem-identification word names, or None (malformed or absent)."""
+        if not sid & 0x00010000:
+            return None
+        m = bool(sid & 0x00080000)
+        cssid = sid >> 24
+        if cssid and not m:
+            return None
+        return self.css.lookup_guest(cssid, (sid >> 17) & 3, sid & 0xFFFF, m)
 
     def sid(self, sch: Subchannel) -> int:
         """The subsystem-identification word the guest uses for this subchannel."""
@@ -284,6 +306,10 @@ class ChannelSubsystemIO:
         pom = schib[14]
         st.intparm = intparm
         st.isc = (flags & PMCW_ISC_MASK) >> 11
+        if st.enabled and not flags & PMCW_ENABLED:
+            handler = getattr(sch.owner, "io_handler", None)
+            if handler is not None:
+                handler.subchannel_disabled()
         st.flags = (st.flags & ~(PMCW_ENABLED | PMCW_LM | PMCW_MME | PMCW_MP)) | (
             flags & (PMCW_ENABLED | PMCW_LM | PMCW_MME | PMCW_MP))
         st.lpm, st.mbi, st.pom = lpm, mbi, pom
@@ -353,12 +379,14 @@ class ChannelSubsystemIO:
         st = self.io(sch)
         scsw = struct.pack(">HHIBBH", st.scsw_flags, st.scsw_ctrl, st.cpa, st.dstat, st.cstat, st.count)
         esw = bytes(20)
-        ecw = st.sense[:32].ljust(32, b"\0") if st.dstat & DEV_UNIT_CHECK else bytes(32)
+        # sense bytes ride in the ECW only with concurrent sense, which virtual devices lack (as
+        # in QEMU): the driver issues SENSE
+        ecw = (st.sense[:32].ljust(32, b"\0") if st.dstat & DEV_UNIT_CHECK and st.chars & PMCW_CHARS_CSENSE
+               else bytes(32))
         irb = scsw + esw + ecw + bytes(32)
         if not st.status_pending:
             return 1, irb
-        st.scsw_ctrl = 0
-        st.dstat = st.cstat = 0
+        st.scsw_ctrl = 0  # the status stays in the SCSW until the next start function (as QEMU)
         self._unqueue(sch)
         return 0, irb
 
@@ -401,12 +429,14 @@ class ChannelSubsystemIO:
                     address = cda
                     continue
                 tic_ok = True
-                if count == 0 and not flags & (CCW_CC | CCW_CD) and cmd != CCW_CMD_NOOP:
+                # QEMU's checks: a command code ending in 0 is invalid, and only format-0 CCWs must
+                # have a non-zero count (format-1 commands such as virtio's reset carry no data)
+                if cmd & 0x0F == 0 or (not fmt1 and count == 0):
                     raise ChannelProgramCheck()
                 if flags & CCW_MIDA:
                     raise ChannelProgramCheck()
                 stream = DataStream(self.memory, cda, 0 if flags & CCW_SKIP else count, bool(flags & CCW_IDA),
-                                    idaw_fmt2)
+                                    idaw_fmt2, flags=flags)
                 # data chaining: the following CCWs only add data areas to this one operation
                 last_flags, last_count = flags, count
                 while last_flags & CCW_CD:
@@ -425,7 +455,10 @@ class ChannelSubsystemIO:
                 st.cpa = address + 8
                 if flags & CCW_PCI:
                     cstat |= SCH_PCI
-                if extra & (DEV_UNIT_CHECK | DEV_UNIT_EXCEPTION):
+                if extra & DEV_UNIT_CHECK:
+                    status = DEV_UNIT_CHECK  # a command reject ends the program with unit check alone
+                    break
+                if extra & DEV_UNIT_EXCEPTION:
                     status |= extra
                     break
                 if residual and not last_flags & CCW_SLI and cmd != CCW_CMD_NOOP:
@@ -442,7 +475,7 @@ class ChannelSubsystemIO:
         st.dstat = status
         st.cstat = cstat
         st.scsw_ctrl = FCTL_START | STCTL_PRIMARY | STCTL_SECONDARY | STCTL_STATUS_PEND
-        if cstat & (SCH_PROGRAM_CHECK | SCH_PROTECTION_CHECK | SCH_CHAIN_CHECK):
+        if cstat & (SCH_PROGRAM_CHECK | SCH_PROTECTION_CHECK | SCH_CHANNEL_DATA_CHECK | SCH_CHAIN_CHECK):
             st.scsw_ctrl |= STCTL_ALERT
             st.scsw_ctrl &= ~STCTL_SECONDARY
         self._post(sch, st)
@@ -456,7 +489,8 @@ class ChannelSubsystemIO:
                 return 0
             if cmd == CCW_CMD_NOOP:
                 return 0
-            handler = getattr(device, "execute_ccw", None)
+            # a device with a transport (virtio-ccw) lets it run the commands
+            handler = getattr(getattr(device, "io_handler", None) or device, "execute_ccw", None)
             if handler is None:
                 raise UnitCheck()
             return handler(cmd, stream) or 0
@@ -474,6 +508,24 @@ class ChannelSubsystemIO:
         return 0
 
     # -- interruptions ---------------------------------------------------------------------
+    def conditional_interrupt(self, sch: Subchannel) -> None:
+        """A device's unsolicited alert (virtio's classic notification): status pending unless it already is."""
+        st = self.io(sch)
+        if not st.enabled or st.status_pending:
+            return
+        st.scsw_ctrl = STCTL_ALERT | STCTL_STATUS_PEND  # device and channel status stay as they were
+        self._post(sch, st)
+
+    def adapter_interrupt(self, isc: int) -> None:
+        """A floating adapter interruption for ``isc``; one pending per ISC is enough (they carry no data)."""
+        with self.lock:
+            queue = self.pending[isc]
+            if any(item.adapter for item in queue):
+                return
+            queue.append(IoInterrupt(0, 0, isc, adapter=True))
+        if callable(self.on_interrupt):
+            self.on_interrupt()
+
     def _post(self, sch: Subchannel, st: SubchannelIO) -> None:
         with self.lock:
             self.pending[st.isc].append(IoInterrupt(self.sid(sch), st.intparm, st.isc))

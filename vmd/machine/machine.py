@@ -13,12 +13,14 @@ Device identity follows QEMU's QOM layout: a device with an id lives at
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from vmd.devices import registry
 from vmd.devices.base import Device
 from vmd.errors import DeviceNotFound, GenericError
 from vmd.events import EventBus
+from vmd.machine.blockdevs import BlockBackends
 from vmd.machine.css import ChannelSubsystem
 from vmd.machine.runstate import RunState, RunStateMachine
 
@@ -54,6 +56,8 @@ class Machine:
         self.by_id: dict[str, Device] = {}
         self._anon = 0
         self.booted = False  # devices added after boot are hot-plugged
+        #: block backends (-drive / -blockdev images) by name
+        self.block = BlockBackends()
         #: guest code execution (storage, CPUs), when the machine has something to run
         self.execution = None
 
@@ -170,13 +174,33 @@ class Machine:
             path = f"/machine/peripheral-anon/device[{self._anon}]"
         device = cls(dev_id, validated, path)
         device.hotplugged = self.booted
-        device.realize(self)  # may raise; realize() claims nothing on failure
+        with self._guest_held():
+            device.realize(self)  # may raise; realize() claims nothing on failure
+            if self.execution is not None:
+                self.execution.attach_device(device)
         if dev_id is None:
             self._anon += 1
         self.devices[path] = device
         if dev_id is not None:
             self.by_id[dev_id] = device
         return device
+
+    @contextmanager
+    def _guest_held(self) -> Iterator[None]:
+        """The vCPU thread out of guest code while a device comes or goes, as QEMU plugs under its
+        big lock: the channel report words a plug queues never interleave with the guest's STORE
+        CHANNEL REPORT WORD (which re-arms the machine check when it finds none), and the guest
+        meets a new subchannel only once its transport is attached."""
+        execution = self.execution
+        if execution is None:
+            yield
+            return
+        execution.pause()
+        try:
+            yield
+        finally:
+            if self.runstate.running:
+                execution.resume()
 
     def delete_device(self, ident: str) -> Device:
         """Unplug a device.  DEVICE_DELETED follows through ``defer`` (after the reply).
@@ -188,7 +212,10 @@ class Machine:
             raise DeviceNotFound(f"Device '{ident}' not found")
         if not device.hotpluggable:
             raise GenericError(f"Device '{device.type_name}' does not support hotplugging")
-        device.unrealize(self)
+        if self.execution is not None:
+            self.execution.detach_device(device)
+        with self._guest_held():
+            device.unrealize(self)
         del self.devices[device.qom_path]
         if device.id is not None:
             self.by_id.pop(device.id, None)

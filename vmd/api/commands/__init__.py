@@ -6,9 +6,9 @@ from vmd.api.registry import Registry
 
 
 def build_registry() -> Registry:
-    from vmd.api.commands import control, cpus, devices, hmp, runstate
+    from vmd.api.commands import control, cpu_models, cpus, devices, hmp, runstate
 
     registry = Registry()
-    for module in (control, runstate, devices, cpus, hmp):
+    for module in (control, runstate, devices, cpus, cpu_models, hmp):
         module.register(registry)
     return registry

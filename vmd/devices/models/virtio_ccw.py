@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from vmd.errors import GenericError
 from vmd.devices.base import BootableCcwProps, CcwDevice, CcwDeviceProps, device_type
 from vmd.devices.props import (
     QBlockdevOnError,
@@ -94,6 +95,18 @@ class VirtioCcwDevice(CcwDevice):
         cls.cu_model = cls.virtio_id
         if cls.backend_type:
             cls.children = {"virtio-backend": f"child<{cls.backend_type}>"}
+
+    def make_backend(self):
+        """The virtio device behind the transport, or None for types whose guest I/O vmd lacks
+        (their channel commands are rejected, as for a device without a driver)."""
+        return None
+
+
+def _power_of_two_size(name: str, value: int) -> None:
+    if value and (value & (value - 1) or not 512 <= value <= 2 << 20):
+        if value & (value - 1):
+            raise GenericError(f"Property .{name} doesn't take value '{value}', it's not a power of 2")
+        raise GenericError(f"Property .{name} doesn't take value {value} (minimum: 512, maximum: 2097152)")
 
 
 @device_type
@@ -191,6 +204,54 @@ class VirtioBlkCcw(VirtioCcwDevice):
         write_zeroes: QBool = Field(True, alias="write-zeroes", description=ON_OFF)
         x_enable_wce_if_config_wce: QBool = Field(True, alias="x-enable-wce-if-config-wce", description="")
 
+    def realize(self, machine) -> None:
+        """QEMU's order: property values (sizes, the drive) when set, then the subchannel, then the device."""
+        props = self.props
+        _power_of_two_size("logical_block_size", props.logical_block_size)
+        _power_of_two_size("physical_block_size", props.physical_block_size)
+        self.node = None
+        if props.drive is not None:
+            self.node = machine.block.claim(props.drive, f"{self.qom_path}/virtio-backend")
+        try:
+            super().realize(machine)
+            try:
+                if props.drive is None:
+                    raise GenericError("drive property not set")
+                if props.num_queues == 0:
+                    raise GenericError("num-queues property must be larger than 0")
+                if props.queue_size <= 2:
+                    raise GenericError(f"invalid queue-size property ({props.queue_size}), must be > 2")
+                if props.queue_size > 1024 or props.queue_size & (props.queue_size - 1):
+                    raise GenericError(f"invalid queue-size property ({props.queue_size}), "
+                                       "must be a power of 2 (max 1024)")
+            except GenericError:
+                super().unrealize(machine)
+                raise
+        except Exception:
+            if props.drive is not None:
+                machine.block.release(props.drive)
+            raise
+
+    def unrealize(self, machine) -> None:
+        super().unrealize(machine)
+        machine.block.release(self.props.drive)
+
+    def make_backend(self):
+        from vmd.virtio.blk import BlkSettings, VirtioBlk
+
+        p = self.props
+        logical = p.logical_block_size or 512
+        settings = BlkSettings(
+            queue_size=p.queue_size, num_queues=1 if p.num_queues == 65535 else p.num_queues,
+            seg_max_adjust=p.seg_max_adjust, logical_block_size=logical,
+            physical_block_size=max(p.physical_block_size or 512, logical),
+            min_io_size=p.min_io_size, opt_io_size=p.opt_io_size, cyls=p.cyls, heads=p.heads, secs=p.secs,
+            serial=p.serial, write_cache=p.write_cache != "off" and getattr(self.node, "writeback", True),
+            config_wce=p.config_wce, discard=p.discard, write_zeroes=p.write_zeroes,
+            max_discard_sectors=p.max_discard_sectors, max_write_zeroes_sectors=p.max_write_zeroes_sectors,
+        )
+        return VirtioBlk(self.node, settings)
+
 
 @device_type
 class VirtioScsiCcw(VirtioCcwDevice):
@@ -222,6 +283,11 @@ class VirtioRngCcw(VirtioCcwDevice):
         max_bytes: QUint64 = Field((1 << 63) - 1, alias="max-bytes", description="")
         period: QUint32 = Field(65536, description="")
         rng: QLink("rng-backend") | None = None
+
+    def make_backend(self):
+        from vmd.virtio.rng import VirtioRng
+
+        return VirtioRng(max_bytes=self.props.max_bytes, period_ms=self.props.period)
 
 
 @device_type
