@@ -776,11 +776,6 @@ def test_qemu_firmware_places_command_line_and_initrd(qemu_session, tmp_path, ki
 # --- fidelity: vmd runs QEMU's own firmware on the same disks ---------------------------------
 #: Debian's qemu-system-misc installs QEMU's s390-ccw firmware here
 QEMU_FIRMWARE = Path("/usr/share/qemu/s390-ccw.img")
-#: under vmd, QEMU's firmware prints its banner, reads the boot map and loads the program, then
-#: branches into its own stack (or issues TSCH with subchannel id 0) before it starts the program;
-#: the cause is not found yet
-FIRMWARE_RUN_BROKEN = pytest.mark.xfail(strict=True, reason="QEMU's firmware goes astray after loading the "
-                                                           "program under vmd (cause not found yet)")
 
 
 def boot_vmd(disk: Path, tmp_path: Path, *, block_size: int = 512, loadparm: str | None = None,
@@ -796,7 +791,6 @@ def boot_vmd(disk: Path, tmp_path: Path, *, block_size: int = 512, loadparm: str
 
 
 @pytest.mark.parametrize("block_size", [512, 4096])
-@FIRMWARE_RUN_BROKEN
 def test_vmd_runs_qemu_firmware_to_boot_the_hello_guest(tmp_path, block_size):
     disk = write_disk(tmp_path, [BootEntry(guest("hello"))], block_size)
     proc = boot_vmd(disk, tmp_path, block_size=block_size)
@@ -805,7 +799,6 @@ def test_vmd_runs_qemu_firmware_to_boot_the_hello_guest(tmp_path, block_size):
 
 
 @pytest.mark.parametrize("loadparm,name", [("1", "pgm"), ("2", "timer")])
-@FIRMWARE_RUN_BROKEN
 def test_vmd_runs_qemu_firmware_with_a_loadparm(tmp_path, loadparm, name):
     disk = write_disk(tmp_path, [BootEntry(guest(n), name=n) for n in ("hello", "pgm", "timer")])
     proc = boot_vmd(disk, tmp_path, loadparm=loadparm)
@@ -813,7 +806,6 @@ def test_vmd_runs_qemu_firmware_with_a_loadparm(tmp_path, loadparm, name):
     assert guest_output(proc.stdout, loadparm) == golden(name)
 
 
-@FIRMWARE_RUN_BROKEN
 def test_vmd_runs_qemu_firmware_on_qcow2(tmp_path):
     require_peer("qemu-img")
     disk = tmp_path / "disk.qcow2"

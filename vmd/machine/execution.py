@@ -236,17 +236,19 @@ class Execution:
 
     # -- DIAGNOSE 0x308 (CPU thread) --------------------------------------------------------
     def _diag308(self, cpu: Vcpu, r1: int, r3: int):
-        from vmd.cpu.vcpu import PSW_LOADED, ProgramInterruption
+        from vmd.cpu.vcpu import ProgramInterruption
 
         subcode = cpu.engine.gpr(r3)
         address = cpu.engine.gpr(r1)
         if subcode & ~0xFFFF or subcode >= DIAG308_PV_SET:
             raise ProgramInterruption(arch.PGM_SPECIFICATION)  # no protected virtualization facility
         if subcode in (DIAG308_MODIFIED_CLEAR, DIAG308_LOAD_NORMAL, DIAG308_LOAD_CLEAR, DIAG308_LOAD_DUMP):
+            # the CPU stops here; the reset itself runs on the loop, as QEMU's reset request does
             self._reset_request = (subcode, cpu)
             cpu.operating = False
+            cpu.engine.stop()
             self.call(self.machine.reset, "guest-reset", True)
-            return PSW_LOADED
+            return None
         if subcode in (DIAG308_SET, DIAG308_STORE):
             if r1 & 1 or address & 0xFFF:
                 raise ProgramInterruption(arch.PGM_SPECIFICATION)

@@ -119,7 +119,46 @@ def elf_segments(data: bytes, name: str, offset: int = 0) -> tuple[int, list[Rom
         images.append(RomImage(paddr + offset, data[p_offset:p_offset + filesz], memsz - filesz))
     if not images:
         raise ImageError(f"{name}: no loadable segment")
+    if offset:
+        _relocate(data, images, offset)
     return entry + offset, images
+
+
+SHT_RELA = 4
+R_390_RELATIVE = 12
+
+
+def _relocate(data: bytes, images: list[RomImage], offset: int) -> None:
+    """Apply the R_390_RELATIVE relocations of a position-independent image loaded ``offset`` higher.
+
+    QEMU's loader does this for its firmware, which keeps pointers to its own data (the GOT)
+    as link-time addresses; without it they point at low storage, where the program it loads
+    would land on them.  Other relocation types are left alone, as QEMU does.
+    """
+    shoff, = struct.unpack_from(">Q", data, 40)
+    shentsize, shnum = struct.unpack_from(">HH", data, 58)
+    if not shoff or shentsize < 64 or shoff + shnum * shentsize > len(data):
+        return
+    for i in range(shnum):
+        sh_type, = struct.unpack_from(">I", data, shoff + i * shentsize + 4)
+        if sh_type != SHT_RELA:
+            continue
+        sh_offset, sh_size, _link, _info, _align, entsize = struct.unpack_from(
+            ">QQIIQQ", data, shoff + i * shentsize + 24)
+        entsize = entsize or 24
+        if sh_offset + sh_size > len(data) or entsize < 24:
+            continue
+        for pos in range(sh_offset, sh_offset + sh_size - entsize + 1, entsize):
+            r_offset, r_info, r_addend = struct.unpack_from(">QQq", data, pos)
+            if r_info & 0xFFFFFFFF != R_390_RELATIVE:
+                continue
+            target = r_offset + offset
+            for rom in images:
+                if rom.address <= target and target + 8 <= rom.address + len(rom.data):
+                    patched = bytearray(rom.data)
+                    struct.pack_into(">Q", patched, target - rom.address, (r_addend + offset) & (2**64 - 1))
+                    rom.data = bytes(patched)
+                    break
 
 
 @dataclass

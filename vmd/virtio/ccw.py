@@ -134,6 +134,8 @@ class VirtioCcwTransport:
     # -- channel commands -------------------------------------------------------------------
     def execute_ccw(self, command: int, stream: DataStream) -> int:
         check_len = not (stream.flags & CCW_SLI and not stream.flags & CCW_CD)
+        if self.revision < 0 and command != CMD_SET_VIRTIO_REV:
+            self.revision = 0  # a driver that starts with anything else is a legacy driver (QEMU)
         handler = self._COMMANDS.get(command)
         if handler is None:
             raise UnitCheck()
