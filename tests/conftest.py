@@ -70,6 +70,10 @@ def wait_for_tcp(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> No
     raise TimeoutError(f"port {port} did not open")
 
 
+#: a guest that waits for ever (guests/src/idle.c): the running OS of the control-plane tests
+IDLE_GUEST = ROOT / "guests" / "bin" / "idle.elf"
+
+
 class VmdProcess:
     """vmd started as its own process, as a user would start it."""
 
@@ -79,6 +83,9 @@ class VmdProcess:
         self.token_file = tmp / "token"
         self.api_port = free_port() if api else None
         cmd = [sys.executable, "-m", "vmd", *args]
+        if args and not {"-kernel", "-bios"} & set(args):
+            # something to run: without it the firmware finds no boot device and ends the machine, as in QEMU
+            cmd += ["-kernel", str(IDLE_GUEST)]
         if not any(a.startswith("-qmp") or a == "-mon" for a in args):
             cmd += ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         if api:

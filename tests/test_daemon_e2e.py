@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port, wait_for_socket, wait_for_tcp
+from conftest import IDLE_GUEST, ROOT, free_port, wait_for_socket, wait_for_tcp
 
 
 def test_ready_is_sent_once_every_socket_listens_and_stopping_on_sigterm(vmd_factory, tmp_path):
@@ -129,7 +129,7 @@ def test_server_wait_on_holds_the_machine_until_a_client_connects(tmp_path):
     """QEMU's default for a server socket is wait=on: nothing starts before a client is there."""
     sock = tmp_path / "q.sock"
     proc = subprocess.Popen([sys.executable, "-m", "vmd", "-M", "s390-ccw-virtio", "-qmp", f"unix:{sock},server=on",
-                             "--runtime-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                             "-kernel", str(IDLE_GUEST), "--runtime-dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         seen = []

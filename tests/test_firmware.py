@@ -115,9 +115,6 @@ class BootRun:
 def emulator(request) -> str:
     if request.param == "qemu":
         require_peer("qemu-system-s390x")
-    name = request.node.name
-    if request.param == "vmd" and ("scsi" in name or name.startswith("test_named_cd_drive")):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="vmd has no scsi-hd/scsi-cd models yet"))
     return request.param
 
 

@@ -1316,6 +1316,8 @@ class _Parser:
             if self.smp_origin or self.machine_origin:
                 extra["smp"]["origin"] = self.smp_origin or self.machine_origin
             extra["smp"] = resolve_smp(extra["smp"], mtype, self.warnings)
+        if "boot" in extra:
+            self._check_boot(extra["boot"])
         raw.update(extra)
         self._finish_accel(machine)
         if machine:
@@ -1328,8 +1330,6 @@ class _Parser:
             raw["cpu"] = parse_cpu_option(*self.cpu)
         for drive in self.drives:
             iface = drive.get("if")
-            if "file" not in drive and "driver" not in drive:
-                raise _err("Must specify either driver or file", drive["origin"])
             if iface is not None and iface not in DRIVE_INTERFACES:
                 raise _err(f"unsupported bus type '{iface}'", drive["origin"])
             if iface not in (None, "none", "virtio"):
@@ -1362,6 +1362,18 @@ class _Parser:
             if items:
                 raw[key] = items
         return raw
+
+    def _check_boot(self, boot: dict[str, Any]) -> None:
+        """-boot on s390x: the IPL device is the one with the lowest bootindex (docs: bootdevices.rst).
+
+        once= fails with QEMU 7.2's text; order= QEMU ignores silently, which vmd says.
+        """
+        if "once" in boot:
+            raise _err("no function defined to set boot device list for this architecture")
+        if "order" in boot:
+            self.warnings.append(ConfigWarning(
+                "boot order is not supported on s390x and is ignored; mark the IPL device with bootindex=N",
+                f"-boot order={boot['order']}"))
 
     def _finish_chardevs(self) -> list[dict[str, Any]]:
         out = []

@@ -89,6 +89,8 @@ class Daemon:
             request_exit=self.request_exit,
         )
         self.open_block_backends(machine)
+        self.create_chardevs()
+        machine.chardevs = self.chardevs  # the chardevs that virtio-serial ports name
         self.cpu_model = self.resolve_cpu_model()  # QEMU sets the CPUs up before the devices
         for spec in self.config.devices:
             try:
@@ -96,8 +98,8 @@ class Daemon:
             except VmdError as err:
                 raise ConfigError(err.desc, option=spec.origin or f"-device {spec.driver}") from err
         self.machine = machine
-        if self.config.kernel or self.config.bios:
-            self.attach_execution(machine, loop)
+        # as in QEMU, every machine runs guest code: the -kernel image, or the firmware that IPLs
+        self.attach_execution(machine, loop)
         return machine
 
     def resolve_cpu_model(self):
@@ -124,25 +126,22 @@ class Daemon:
 
         nodes: dict = {}
         for spec in self.config.blockdevs:
-            options = _spec_options(spec)
             try:
-                node = open_blockdev(options, nodes)
+                node = open_blockdev(_spec_options(spec), nodes, mode=_spec_mode(spec))
             except BlockError as err:
                 raise ConfigError(str(err), option=spec.origin or "-blockdev") from err
-            nodes[node.node_name] = node
             machine.block.add(node.node_name, node, from_drive=False)
         for spec in self.config.drives:
             if spec.if_ not in (None, "none", "virtio"):
                 continue
-            options = _spec_options(spec)
             try:
-                node = open_drive(options)
+                node = open_drive(_spec_options(spec), nodes=nodes)  # None: a drive without a medium
             except BlockError as err:
                 raise ConfigError(str(err), option=spec.origin or "-drive") from err
             machine.block.add(spec.id, node, from_drive=True)
 
     def attach_execution(self, machine: Machine, loop: asyncio.AbstractEventLoop) -> None:
-        """Guest code: storage, CPUs, SCLP, and the -kernel image loaded for IPL."""
+        """Guest code: storage, CPUs, SCLP, and the -kernel image or the firmware loaded for IPL."""
         from vmd.machine.execution import Execution
         from vmd.machine.loader import ImageError
 
@@ -168,6 +167,17 @@ class Daemon:
             except (OSError, ValueError):
                 pass
 
+    def create_chardevs(self) -> None:
+        """The -chardev objects, before the devices that name them (a monitor claims its own)."""
+        monitors = {m.chardev for m in self.config.monitors}
+        for spec in self.config.chardevs:
+            chardev = Chardev(spec)
+            chardev.presocket = self.early_listeners.pop(spec.id, None)
+            chardev.early_clients = self.early_clients.pop(spec.id, [])
+            if spec.id in monitors:
+                chardev.frontend = "monitor"
+            self.chardevs[spec.id] = chardev
+
     async def open_chardevs(self) -> None:
         from vmd.proto.qmp import greeting
         from vmd.version import version_info
@@ -175,16 +185,12 @@ class Daemon:
         monitors = {m.chardev: m for m in self.config.monitors}
         hello = greeting(version_info(), ["oob"])
         for spec in self.config.chardevs:
-            chardev = Chardev(spec)
-            chardev.presocket = self.early_listeners.pop(spec.id, None)
-            chardev.early_clients = self.early_clients.pop(spec.id, [])
+            chardev = self.chardevs[spec.id]
             monitor = monitors.get(spec.id)
             factory = None
             if monitor is not None:
-                chardev.frontend = "monitor"
                 factory = self._monitor_factory(monitor, hello)
             await chardev.open(factory)
-            self.chardevs[spec.id] = chardev
             if monitor is not None:
                 self.endpoints[f"{'QMP' if monitor.mode == 'control' else 'HMP'} monitor ({spec.id})"] = chardev.filename().removeprefix("disconnected:")
             elif getattr(spec, "tn3270", False):
@@ -303,7 +309,20 @@ def run(config: Config, early: Any = None) -> int:
 
 
 def _spec_options(spec) -> dict:
-    """A -drive / -blockdev entry as the block layer takes it: every key as written, without the origin."""
-    options = spec.model_dump(by_alias=True, exclude_none=True)
+    """A -drive / -blockdev entry as the block layer takes it: every key as written, without the origin.
+
+    Declared fields left unset are dropped; an explicit null among the other keys (``"backing": null``)
+    means something and stays.
+    """
+    options = {k: v for k, v in spec.model_dump(by_alias=True).items()
+               if v is not None or k in (spec.model_extra or {})}
     options.pop("origin", None)
     return options
+
+
+def _spec_mode(spec) -> str | None:
+    """How a -blockdev was written: JSON values are typed, key=value ones are strings."""
+    origin = spec.origin or ""
+    if origin.startswith("-blockdev"):
+        return "json" if origin[len("-blockdev"):].lstrip().startswith("{") else "keyval"
+    return None

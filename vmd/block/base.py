@@ -1,6 +1,7 @@
 """What every block node shares: the interface devices call, the error type, request checks.
 
-Devices call nodes synchronously from the vCPU thread, so nodes do plain blocking I/O.
+Devices call nodes synchronously from the vCPU thread, so nodes do plain blocking I/O; a
+node serves one caller at a time (it takes no locks).
 A format node (raw, qcow2) reaches its image through a child node with ``pread``/``pwrite``,
 which, unlike the guest-facing ``read``/``write``, may touch bytes past the child's end:
 reads there see zeroes and writes grow the file, as a format driver needs.
@@ -204,6 +205,9 @@ class Node:
 
     def can_grow(self) -> bool:
         return False
+
+    def allow_growth(self) -> None:
+        """A parent format driver will write past the end (QEMU's RESIZE permission)."""
 
     def file_name(self) -> str | None:
         """The host file behind this node, for messages and relative backing file names."""

@@ -128,6 +128,9 @@ class FileNode(Node):
     def can_grow(self) -> bool:
         return self.growable and self.is_regular
 
+    def allow_growth(self) -> None:
+        self.growable = True
+
     # --- plain I/O -----------------------------------------------------------------------
     def _read(self, offset: int, length: int) -> bytes:
         if self.direct:
@@ -212,10 +215,13 @@ class FileNode(Node):
     def _write_zeroes(self, offset: int, length: int, unmap: bool) -> None:
         try:
             if self.is_regular:
-                if offset + length > self._length:
+                old_length = self._length
+                if offset + length > old_length:
                     os.ftruncate(self.fd, offset + length)  # the new tail reads as zeroes
                     self._length = offset + length
-                    length = max(0, min(length, self._length - offset))
+                    length = max(0, old_length - offset)  # what remains is below the old end
+                    if length == 0:
+                        return
                 if unmap and fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length):
                     return
                 if fallocate(self.fd, _FALLOC_FL_ZERO_RANGE, offset, length):

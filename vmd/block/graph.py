@@ -19,7 +19,7 @@ from typing import Any, Callable
 from vmd.block.base import DISCARD_IGNORE, DISCARD_UNMAP, BlockError, BlockWarning, Node
 from vmd.block.file import FileNode
 from vmd.block.options import (
-    FORMAT_DRIVERS, JSON, KEYVAL, PROTOCOL_DRIVERS, QEMU_DRIVERS, QEMUOPTS, SIZE_HINT, check_blockdev,
+    FORMAT_DRIVERS, KEYVAL, PROTOCOL_DRIVERS, QEMU_DRIVERS, QEMUOPTS, SIZE_HINT, check_blockdev,
     guess_mode, nest_dotted, parse_bool, parse_number, parse_size,
 )
 from vmd.block.probe import PROBE_BYTES, RAW_PROBE_WARNING, probe_format
@@ -62,6 +62,7 @@ class NodeSpec:
     lazy_refcounts: bool | None = None
     encrypt_format: str | None = None
     data_file: Any = None
+    defer_backing: bool = False  # a backing file: the chain below it is opened by the caller
     leftover: tuple = ()  # -drive options not taken yet; those the driver lacks are reported after it opens
     extra_bools: dict = field(default_factory=dict)  # QemuOpts booleans checked at open (-drive)
 
@@ -121,13 +122,16 @@ def open_blockdev(options: dict, nodes: dict[str, Any], *, mode: str | None = No
                   warn: Warn | None = None) -> Node:
     """Open the node graph of one ``-blockdev`` (or QMP ``blockdev-add``).
 
-    ``options`` is the entry as the configuration keeps it (nested ``file`` dicts, or
-    ``file=<node-name>`` references into ``nodes``). ``mode`` says how it was written
+    ``options`` is the entry as the configuration keeps it (nested ``file`` dicts, dotted
+    ``file.filename`` keys, or ``file=<node-name>`` references into ``nodes``). ``mode`` says how it was written
     (``"keyval"``, ``"json"``); by default it is read from the entry's ``origin``. Every new
     node with a node-name is added to ``nodes`` once the whole graph has opened.
     """
     mode = mode or guess_mode(options)
-    typed = check_blockdev({k: v for k, v in options.items() if k != "origin"}, mode)
+    tree = {k: v for k, v in options.items() if k != "origin"}
+    if any("." in k for k in tree):
+        tree = nest_dotted(tree)  # flat "file.filename" keys, as a TOML table may spell them
+    typed = check_blockdev(tree, mode)
     spec = _spec_from_blockdev(typed, Inherited(), "top", mode)
     opener = _Opener(nodes, warn)
     return opener.open_root(spec)
@@ -145,10 +149,8 @@ CACHE_MODES = {
     "directsync": (False, True, False),
     "unsafe": (True, False, True),
 }
-#: -drive options of the drive itself (not of its nodes); with only these the drive is empty
-_DRIVE_ONLY = ("id", "if", "index", "bus", "unit", "media", "snapshot", "copy-on-read", "werror", "rerror",
-               "aio", "cache.writeback", "read-only", "detect-zeroes", "stats-account-invalid",
-               "stats-account-failed", "group", "auto-read-only", "force-share")
+#: options drive_settings leaves that still describe an empty drive (no file, no node options)
+_DRIVE_ONLY = ("aio", "read-only", "detect-zeroes", "auto-read-only", "force-share")
 _LEGACY_THROTTLING = ("iops", "iops_rd", "iops_wr", "iops_max", "iops_rd_max", "iops_wr_max", "iops_size",
                       "bps", "bps_rd", "bps_wr", "bps_max", "bps_rd_max", "bps_wr_max", "iops_max_length",
                       "iops_rd_max_length", "iops_wr_max_length", "bps_max_length", "bps_rd_max_length",
@@ -247,7 +249,7 @@ def drive_settings(options: dict, warn: Warn | None = None) -> tuple[DriveSettin
                              media, read_only, write_cache, werror, rerror, snapshot, copy_on_read)
     rest = {k: v for k, v in o.items()
             if k not in ("id", "if", "index", "bus", "unit", "media", "copy-on-read", "werror", "rerror",
-                         "snapshot", "cache.writeback")
+                         "snapshot", "cache.writeback", "group")
             and not k.startswith("throttling.") and not k.startswith("stats-")}
     return settings, rest
 
@@ -262,7 +264,7 @@ def open_drive(options: dict, *, warn: Warn | None = None, nodes: dict[str, Any]
     """
     settings, o = drive_settings(options, warn)
     filename = o.pop("file", None)
-    node_keys = [k for k in o if k not in _DRIVE_ONLY and k != "group"]
+    node_keys = [k for k in o if k not in _DRIVE_ONLY]
     if not filename and not node_keys:
         return None
     fmt = o.pop("format", None) or o.pop("driver", None)
@@ -276,7 +278,7 @@ def open_drive(options: dict, *, warn: Warn | None = None, nodes: dict[str, Any]
     if not filename and not fmt and not any(k == "filename" or k.startswith("file.") for k in o):
         raise BlockError("Must specify either driver or file")
     spec = _spec_from_drive(o, fmt, filename or None, settings)
-    opener = _Opener(nodes if nodes is not None else {}, warn, drive_origin=options.get("origin"))
+    opener = _Opener(nodes if nodes is not None else {}, warn)
     node = opener.open_root(spec, probe_warning_name=filename)
     try:
         if settings.copy_on_read and isinstance(node, Qcow2Node):
@@ -409,7 +411,7 @@ def _temporary_overlay(base: Node) -> Node:
         if os.path.exists(path):
             os.unlink(path)
     try:
-        overlay = Qcow2Node(child, no_flush=True)
+        overlay = Qcow2Node(child, discard=base.discard_mode, detect_zeroes=base.detect_zeroes, no_flush=True)
     except BaseException:
         child.close()
         raise
@@ -422,10 +424,9 @@ def _temporary_overlay(base: Node) -> Node:
 # the opener
 # ----------------------------------------------------------------------------------------------
 class _Opener:
-    def __init__(self, nodes: dict[str, Any], warn: Warn | None, drive_origin: str | None = None):
+    def __init__(self, nodes: dict[str, Any], warn: Warn | None):
         self.nodes = nodes
         self.warn = warn
-        self.drive_origin = drive_origin
         self.named: dict[str, Node] = {}
         self.opened: list[Node] = []
 
@@ -575,8 +576,6 @@ class _Opener:
         return value
 
     def _open_qcow2(self, spec: NodeSpec, child: Node, chain: tuple) -> Qcow2Node:
-        if isinstance(child, FileNode) and not spec.read_only:
-            child.growable = True
         pass_discard = spec.pass_discard_request
         if "pass-discard-request" in spec.extra_bools:
             pass_discard = parse_bool(spec.extra_bools["pass-discard-request"], "pass-discard-request")
@@ -604,6 +603,8 @@ class _Opener:
 
     def _attach_backing(self, spec: NodeSpec, node: Qcow2Node, chain: tuple) -> None:
         backing = spec.backing
+        if spec.defer_backing:
+            return  # the caller walks the chain
         try:
             if backing is None:
                 return
@@ -614,26 +615,38 @@ class _Opener:
                 node.backing = self.open(backing, chain)
                 node.owned.append(node.backing)
                 return
-            name = node.header.backing_file
-            if not name:
-                return
-            node.backing = self._open_backing_file(node, name, chain, spec)
-            node.owned.append(node.backing)
         except BlockError as err:
             raise BlockError(f"Could not open backing file: {err.desc}") from None
+        self._open_header_chain(node, spec, chain)
 
-    def _open_backing_file(self, node: Qcow2Node, name: str, chain: tuple, spec: NodeSpec) -> Node:
-        if path_protocol(name) is not None:
-            proto = path_protocol(name)
-            if proto == "json":
+    def _open_header_chain(self, node: Qcow2Node, spec: NodeSpec, chain: tuple) -> None:
+        """The backing files named in the images, one level at a time (chains can be long)."""
+        current: Node = node
+        identities = chain
+        depth = 0
+        while isinstance(current, Qcow2Node) and current.header.backing_file:
+            depth += 1
+            identities += (_identity(current.file_name()),)
+            try:
+                if len(identities) > MAX_BACKING_DEPTH:
+                    raise BlockError(f"Backing chain of '{node.file_name()}' is longer than "
+                                     f"{MAX_BACKING_DEPTH} images")
+                backing = self._open_backing_file(current, current.header.backing_file, identities, spec)
+            except BlockError as err:
+                raise BlockError("Could not open backing file: " * depth + err.desc) from None
+            current.backing = backing
+            current.owned.append(backing)
+            current = backing
+
+    def _open_backing_file(self, node: Qcow2Node, name: str, identities: tuple, spec: NodeSpec) -> Node:
+        proto_name = path_protocol(name)
+        if proto_name is not None:
+            if proto_name == "json":
                 raise BlockError("json: pseudo-protocol file names are not supported")
-            raise BlockError(f"Unknown protocol '{proto}'" if proto not in KNOWN_PROTOCOLS
-                             else f"Protocol '{proto}' is not supported")
+            raise BlockError(f"Unknown protocol '{proto_name}'" if proto_name not in KNOWN_PROTOCOLS
+                             else f"Protocol '{proto_name}' is not supported")
         base = node.file_name() or ""
         path = name if os.path.isabs(name) else os.path.join(os.path.dirname(base), name)
-        identities = chain + (_identity(node.file_name()),)
-        if len(identities) > MAX_BACKING_DEPTH:
-            raise BlockError(f"Backing chain of '{base}' is longer than {MAX_BACKING_DEPTH} images")
         me = _identity(path)
         if me is not None and me in identities:
             raise BlockError(f"Backing file chain loops: '{path}' is already part of it")
@@ -643,21 +656,14 @@ class _Opener:
         if fmt is not None and fmt not in QEMU_DRIVERS:
             raise BlockError(f"Unknown driver '{fmt}'")
         backing_spec = NodeSpec(driver=fmt, origin=spec.origin, read_only=True, direct=spec.direct,
-                                no_flush=spec.no_flush, file=proto)
-        saved = self.probe_warning_name
-        self.probe_warning_name = None
+                                no_flush=spec.no_flush, file=proto, defer_backing=True)
+        # a backing file whose format is probed opens without the raw-probing warning, as in QEMU
+        saved = self.warn, self.probe_warning_name
+        self.warn, self.probe_warning_name = (lambda warning: None), None
         try:
-            return self._open_quiet(backing_spec, identities)
+            return self.open(backing_spec, identities)
         finally:
-            self.probe_warning_name = saved
-
-    def _open_quiet(self, spec: NodeSpec, chain: tuple) -> Node:
-        """A backing file whose format is probed opens without the raw-probing warning (as in QEMU)."""
-        saved, self.warn = self.warn, (lambda warning: None)
-        try:
-            return self.open(spec, chain)
-        finally:
-            self.warn = saved
+            self.warn, self.probe_warning_name = saved
 
 
 def _identity(path: str | None) -> tuple[int, int] | None:

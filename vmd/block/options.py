@@ -242,7 +242,11 @@ def guess_mode(options: dict) -> str:
 
 
 def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"file.driver": "file"}`` -> ``{"file": {"driver": "file"}}`` (QemuOpts into a QDict tree)."""
+    """``{"file.driver": "file"}`` -> ``{"file": {"driver": "file"}}`` (a QDict's flat keys as a tree).
+
+    A key that is both a value and a prefix (``file=x`` with ``file.locking=off``) keeps the
+    value under the empty key; callers that allow it (``-drive file=``) take it out first.
+    """
     out: dict[str, Any] = {}
     for key, value in flat.items():
         parts = key.split(".")
@@ -253,5 +257,9 @@ def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
                 child = {} if child is None else {"": child}
                 node[part] = child
             node = child
-        node[parts[-1]] = value
+        last = parts[-1]
+        if isinstance(node.get(last), dict) and isinstance(value, dict):
+            node[last] = {**node[last], **value}
+        else:
+            node[last] = value
     return out

@@ -11,6 +11,8 @@ vmd never sets the dirty bit.
 Not supported, refused at open with a clear error: encryption, external data files,
 extended L2 entries (subclusters), zstd compression. Images with the dirty bit set open
 read-only only (QEMU repairs them first; ``qemu-img check -r all`` does the same).
+Persistent dirty bitmaps are not kept up to date: a writable open marks them in use, which
+QEMU reads as inconsistent, as after a crash.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ EXT_END = 0
 EXT_BACKING_FORMAT = 0xE2792ACA
 EXT_FEATURE_TABLE = 0x6803F857
 EXT_DATA_FILE = 0x44415441
+EXT_BITMAPS = 0x23852875
+AUTOCLEAR_BITMAPS = 1 << 0
+BITMAP_IN_USE = 1 << 0
+MAX_BITMAP_DIRECTORY = 64 << 20
 
 FEATURE_INCOMPATIBLE, FEATURE_COMPATIBLE, FEATURE_AUTOCLEAR = 0, 1, 2
 #: the feature name table vmd writes into the images it creates (the names QEMU uses)
@@ -67,6 +73,14 @@ FEATURE_NAMES = (
     (FEATURE_AUTOCLEAR, 0, "bitmaps"),
     (FEATURE_AUTOCLEAR, 1, "raw external data"),
 )
+
+def _zero_entry_table(bits: int) -> bytes:
+    """bytes.translate table: 0 for a byte holding a zero ``bits``-wide refcount, else 1."""
+    mask = (1 << bits) - 1
+    return bytes(0 if any(not (b >> shift) & mask for shift in range(0, 8, bits)) else 1 for b in range(256))
+
+
+_HAS_ZERO_ENTRY = {bits: _zero_entry_table(bits) for bits in (1, 2, 4)}
 
 # cluster kinds, as an L2 entry describes them
 UNALLOCATED, NORMAL, ZERO_PLAIN, ZERO_ALLOC, COMPRESSED = range(5)
@@ -98,6 +112,7 @@ class Header:
     backing_file: str | None = None
     backing_format: str | None = None
     data_file: str | None = None
+    bitmaps: tuple[int, int, int] | None = None  # (count, directory size, directory offset)
     feature_names: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
@@ -214,6 +229,9 @@ def _read_extensions(child: Node, h: Header, end: int, tolerant: bool) -> None:
                 h.feature_names[(kind, bit)] = name
         elif ext_type == EXT_DATA_FILE:
             h.data_file = data.decode("utf-8", "replace")
+        elif ext_type == EXT_BITMAPS and ext_len >= 24:
+            count, _reserved, dir_size, dir_offset = struct.unpack_from(">IIQQ", data)
+            h.bitmaps = (count, dir_size, dir_offset)
         offset += (ext_len + 7) & ~7
 
 
@@ -283,12 +301,41 @@ class Qcow2Node(Node):
         self._rb_cache = _LRU(cache_entries)
         self._decompressed: tuple[int, bytes] | None = None
         self._free_cursor = 0
+        self._alloc_end = 0  # the end of what this session allocated (the file may not reach it yet)
         self._reserved: set[int] = set()
-        if not read_only and h.autoclear:
-            # vmd keeps none of the autoclear features (bitmaps) up to date: drop their bits, as
-            # QEMU drops the bits it does not know
-            self.child.pwrite(88, struct.pack(">Q", 0))
-            h.autoclear = 0
+        if not read_only:
+            child.allow_growth()
+            self._claim_autoclear_features()
+
+    def _claim_autoclear_features(self) -> None:
+        """Writing without keeping an autoclear feature up to date must say so in the image.
+
+        Persistent dirty bitmaps stay (their clusters stay referenced, so the image stays
+        clean) but are marked in use, which tells QEMU they are inconsistent, as after a crash;
+        bits vmd does not know are cleared, as QEMU clears them.
+        """
+        h = self.header
+        keep = 0
+        if h.autoclear & AUTOCLEAR_BITMAPS and h.bitmaps is not None:
+            self._mark_bitmaps_in_use(*h.bitmaps)
+            keep = AUTOCLEAR_BITMAPS
+        if h.autoclear & ~keep:
+            h.autoclear &= keep
+            self.child.pwrite(88, struct.pack(">Q", h.autoclear))
+
+    def _mark_bitmaps_in_use(self, count: int, dir_size: int, dir_offset: int) -> None:
+        if dir_size > MAX_BITMAP_DIRECTORY or dir_offset + dir_size > self.child.size or dir_offset % 8:
+            raise self._corrupt("invalid bitmap directory")
+        directory = self.child.pread(dir_offset, dir_size)
+        pos = 0
+        for _ in range(count):
+            if pos + 24 > dir_size:
+                raise self._corrupt("truncated bitmap directory")
+            flags, = struct.unpack_from(">I", directory, pos + 12)
+            name_size, extra_size = struct.unpack_from(">HI", directory, pos + 18)
+            if not flags & BITMAP_IN_USE:
+                self.child.pwrite(dir_offset + pos + 12, struct.pack(">I", flags | BITMAP_IN_USE))
+            pos += (24 + extra_size + name_size + 7) & ~7
 
     # --- helpers --------------------------------------------------------------------------
     def _read_table(self, offset: int, entries: int, name: str):
@@ -515,24 +562,75 @@ class Qcow2Node(Node):
         """The first run of ``count`` free clusters at or after the free cursor.
 
         Moves the cursor to the first free cluster seen that the run leaves free (everything
-        below the cursor is in use or reserved for a request under way).
+        below the cursor is in use or reserved for a request under way). Past the end of the
+        file nothing can be in use: a reference count there means a damaged image, refused
+        rather than searched (a hostile refcount table could otherwise claim 2^40 clusters).
         """
+        end = -(-max(self.child.size, self._alloc_end) // self.cluster_size)
         cluster = self._free_cursor
         run_start, run_length = cluster, 0
         first_free = None
         while run_length < count:
-            if (cluster not in self._reserved and not self._protected(cluster)
-                    and self._refcount(cluster) == 0):
+            if cluster < end and run_length == 0:
+                found = self._next_zero_refcount(cluster, end)
+                if found != cluster:
+                    cluster = found
+                    continue
+            if cluster in self._reserved or self._protected(cluster):
+                run_length = 0
+            elif self._refcount(cluster) == 0:
                 if run_length == 0:
                     run_start = cluster
                 if first_free is None:
                     first_free = cluster
                 run_length += 1
+            elif cluster >= end:
+                raise self._corrupt(f"cluster {cluster:#x} lies beyond the end of the file but has a reference")
             else:
                 run_length = 0
             cluster += 1
         self._free_cursor = run_start + count if first_free == run_start else first_free
+        self._alloc_end = max(self._alloc_end, (run_start + count) * self.cluster_size)
         return run_start
+
+    def _next_zero_refcount(self, cluster: int, end: int) -> int:
+        """The first cluster at or after ``cluster`` (below ``end``) whose count is zero, else ``end``.
+
+        Scans whole refcount blocks with bytes methods, so full blocks cost one C-level search.
+        """
+        per_block = self.refblock_entries
+        bits = self.refcount_bits
+        while cluster < end:
+            rt_index, index = divmod(cluster, per_block)
+            block = self._refblock(rt_index)
+            if block is None:
+                return cluster
+            if bits >= 8:
+                width = bits // 8
+                zero = bytes(width)
+                pos = index * width
+                while True:
+                    pos = block.find(zero, pos)
+                    if pos < 0 or pos % width == 0:
+                        break
+                    pos += width - pos % width
+                if pos >= 0:
+                    return min(end, rt_index * per_block + pos // width)
+            else:
+                per_byte = 8 // bits
+                marks = block.translate(_HAS_ZERO_ENTRY[bits])
+                pos = index // per_byte
+                while True:
+                    pos = marks.find(b"\0", pos)
+                    if pos < 0:
+                        break
+                    for sub in range(per_byte):
+                        entry = pos * per_byte + sub
+                        if entry >= index and not (block[pos] >> (sub * bits)) & ((1 << bits) - 1):
+                            return min(end, rt_index * per_block + entry)
+                    pos += 1
+            cluster = (rt_index + 1) * per_block
+        return end
 
     def _alloc(self, count: int = 1) -> int:
         """Host offset of ``count`` new contiguous clusters, each with a reference count of one."""
@@ -764,10 +862,6 @@ class Qcow2Node(Node):
 
     def _flush(self) -> None:
         self.child.flush()
-
-    def allocated(self, offset: int) -> bool:
-        """Whether the guest cluster holding ``offset`` is allocated in this image (not its backing)."""
-        return self._kind(self._entry(offset >> self.cluster_bits)) != UNALLOCATED
 
 
 # --- creating images ----------------------------------------------------------------------------

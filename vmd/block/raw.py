@@ -38,6 +38,10 @@ class RawNode(Node):
     def can_grow(self) -> bool:
         return self.fixed_size is None and self.child.can_grow()
 
+    def allow_growth(self) -> None:
+        if self.fixed_size is None:
+            self.child.allow_growth()
+
     def file_name(self) -> str | None:
         return self.child.file_name()
 

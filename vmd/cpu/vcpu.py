@@ -25,22 +25,26 @@ whether it is the CPU the instance runs or not, so one CPU's handler may act
 on another (SIGP, :mod:`vmd.cpu.sigp`).  A CPU is *operating* or *stopped*
 (:attr:`Vcpu.operating`); an operating CPU with a wait PSW is *waiting*.
 
-Storage operands are real addresses with DAT off (prefixing applied, with the
-CPU's own prefix); DAT-on operand translation comes with the kernel work.
+Storage operands are logical addresses: with DAT on in the PSW they are translated
+through the guest's tables (:mod:`vmd.cpu.dat`, with the architected access exceptions
+and their translation-exception identification), then prefixed with the CPU's prefix.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vmd.cpu import arch
+from vmd.cpu import arch, dat
 from vmd.cpu.arch import PSW_PROBLEM
 from vmd.cpu.unicorn_engine import INTNO_PGM, INTNO_SVC
 from vmd.machine.memory import AddressingError, GuestMemory
+
+log = logging.getLogger("vmd.cpu")
 
 MASK64 = (1 << 64) - 1
 PSW_ENABLED = arch.PSW_IO | arch.PSW_EXT | arch.PSW_MCHK
@@ -80,6 +84,16 @@ MCIC_VALIDITY = (arch.bit64(20) | arch.bit64(21) | arch.bit64(22) | arch.bit64(2
 MCIC_VALID_VECTORS = arch.bit64(25)
 MCIC_VALID_GUARDED_STORAGE = arch.bit64(36)
 FACILITY_VECTOR = 129
+FACILITY_EDAT1 = 8
+FACILITY_EDAT2 = 78
+#: CR0 bit 40: enhanced-DAT control
+CR0_EDAT = arch.bit64(40)
+#: control register holding the ASCE of each address-space control (access-register mode: CR1)
+ASCE_OF_SPACE = {dat.ASC_PRIMARY: 1, dat.ASC_ACCESS_REGISTER: 1, dat.ASC_SECONDARY: 7, dat.ASC_HOME: 13}
+#: the translation-exception identification in the lowcore (real 168)
+LC_TRANS_EXC_CODE = 0xA8
+#: translations vmd keeps per CPU for its own operand accesses (cleared when full)
+TLB_ENTRIES = 4096
 FACILITY_GUARDED_STORAGE = 133
 #: the machine-check extended save area designation in the lowcore, and the area's size
 LC_MCESAD = 0x11B0
@@ -151,6 +165,11 @@ class Vcpu:
     traps: int = 0
     #: the addressing-mode mask while a trapped instruction is emulated (None otherwise)
     _trap_amode: int | None = None
+    #: vmd's own translations for operand accesses: (space, ASCE, page, store) -> real frame;
+    #: purged with the engine's TLB (LCTL, PTLB, IPTE, IDTE, CSP, SPX, a CPU switch of tables)
+    tlb: dict = field(default_factory=dict)
+    #: LOAD PROGRAM PARAMETER's register
+    program_parameter: int = 0
 
     # -- PSW ----------------------------------------------------------------------------
     def psw(self) -> tuple[int, int]:
@@ -227,7 +246,7 @@ class Vcpu:
             self.engine.set_cr(n, INITIAL_CR.get(n, 0))
         self.engine.set_fpc(0)
         self.engine.set_psw(PSW_PROBLEM, 0)
-        self.engine.flush_tlb()
+        self.purge_tlb()
 
     # -- storage --------------------------------------------------------------------------
     def absolute(self, real: int) -> int:
@@ -251,7 +270,7 @@ class Vcpu:
             at = cut
         return out
 
-    def read(self, real: int, length: int) -> bytes:
+    def read_real(self, real: int, length: int) -> bytes:
         try:
             if self.prefix == 0:
                 return self.memory.read(real, length)
@@ -259,7 +278,7 @@ class Vcpu:
         except AddressingError:
             raise ProgramInterruption(arch.PGM_ADDRESSING) from None
 
-    def write(self, real: int, data: bytes) -> None:
+    def write_real(self, real: int, data: bytes) -> None:
         try:
             if self.prefix == 0:
                 self.memory.write(real, data)
@@ -271,6 +290,85 @@ class Vcpu:
                 self.memory.write(a, data[off:off + n])
         except AddressingError:
             raise ProgramInterruption(arch.PGM_ADDRESSING) from None
+
+    # -- logical addresses: DAT for the operands of emulated instructions ------------------------
+    def dat_context(self) -> dat.Context:
+        """What a translation needs from this CPU now (PSW DAT and address-space control, CRs)."""
+        mask = self.engine.psw()[0]
+        cr0 = self.engine.cr(0)
+        edat1 = bool(cr0 & CR0_EDAT) and _facility(self.facilities, FACILITY_EDAT1)
+        return dat.Context(bool(mask & arch.PSW_DAT), (mask & arch.PSW_ASC) >> 46,
+                           (cr0, self.engine.cr(1), 0, 0, 0, 0, 0, self.engine.cr(7), 0, 0, 0, 0, 0,
+                            self.engine.cr(13)),
+                           edat1, edat1 and _facility(self.facilities, FACILITY_EDAT2))
+
+    def _table_entry(self, address: int) -> int:
+        try:
+            return self.memory.u64(address)
+        except AddressingError:
+            raise dat.TranslationError(arch.PGM_ADDRESSING) from None
+
+    def translate(self, logical: int, store: bool = False, ctx: dat.Context | None = None,
+                  asc: int | None = None) -> int:
+        """The real address of a logical one; an access exception (with its TEC in the lowcore)
+        becomes the program interruption."""
+        if ctx is None:
+            ctx = self.dat_context()
+        if not ctx.dat and not store:
+            return logical
+        key = (ctx.asc if asc is None else asc, ctx.cr[ASCE_OF_SPACE.get(ctx.asc if asc is None else asc, 1)],
+               logical >> 12, store)
+        if ctx.dat and not (store and dat.low_address(logical)):
+            frame = self.tlb.get(key)
+            if frame is not None:
+                return frame | (logical & 0xFFF)
+        try:
+            real = dat.translate(ctx, logical, self._table_entry, store=store, asc=asc)
+        except dat.TranslationError as exc:
+            if exc.tec is not None:
+                self.lowcore_write(LC_TRANS_EXC_CODE, exc.tec.to_bytes(8, "big"))
+            raise ProgramInterruption(exc.code) from None
+        if ctx.dat:
+            if len(self.tlb) > TLB_ENTRIES:
+                self.tlb.clear()
+            self.tlb[key] = real & ~0xFFF
+        return real
+
+    def _logical_pieces(self, logical: int, length: int, store: bool) -> list[tuple[int, int]]:
+        """(real address, length) per page of a logical range; every page is translated (and
+        checked) before any is accessed."""
+        ctx = self.dat_context()
+        mask = self.addressing_mask()
+        out, at, left = [], logical, length
+        while left > 0:
+            n = min(left, 0x1000 - (at & 0xFFF))
+            out.append((self.translate(at & mask, store, ctx), n))
+            at, left = (at + n) & mask, left - n
+        return out
+
+    def read(self, logical: int, length: int) -> bytes:
+        """An operand fetch at a logical address (translated when the PSW has DAT on)."""
+        pieces = self._logical_pieces(logical, length, False)
+        if len(pieces) == 1:
+            return self.read_real(pieces[0][0], length)
+        return b"".join(self.read_real(r, n) for r, n in pieces)
+
+    def write(self, logical: int, data: bytes) -> None:
+        """An operand store at a logical address: translated, low-address and DAT protection."""
+        pieces = self._logical_pieces(logical, len(data), True)
+        for real, n in pieces:  # all or nothing: an addressing exception stores nothing
+            for _, a, m in self._pieces(real, n):
+                if a + m > self.memory.size:
+                    raise ProgramInterruption(arch.PGM_ADDRESSING)
+        off = 0
+        for real, n in pieces:
+            self.write_real(real, data[off:off + n])
+            off += n
+
+    def purge_tlb(self) -> None:
+        """Drop this CPU's translations: the engine's TLB and vmd's own."""
+        self.tlb.clear()
+        self.engine.flush_tlb()
 
     def lowcore_write(self, offset: int, data: bytes) -> None:
         self.memory.write(self.prefix + offset, data)
@@ -535,11 +633,16 @@ class Vcpu:
         """Engine callback (CPU thread): emulate a privileged instruction or deliver the exception."""
         self.traps += 1
         mask, addr = self.engine.psw()
-        pgm_code, _pgm_ilen, svc_code, svc_ilen = self.engine.trap_codes()
+        pgm_code, pgm_ilen, svc_code, svc_ilen = self.engine.trap_codes()
         if intno == INTNO_SVC:
             self.svc_interruption(svc_code, svc_ilen or 2, addr)
             return
         if intno != INTNO_PGM:
+            return
+        if pgm_code != arch.PGM_PRIVILEGED:
+            # the engine's own exception: its ILC (from the instruction, or 2 for a failed
+            # instruction fetch, whose text cannot be read) and its TEC, already in the lowcore
+            self.program_interruption(pgm_code, pgm_ilen or 2, addr)
             return
         first = self.read(addr, 1)[0]
         ilc = arch.ilc_of(first)
@@ -550,6 +653,7 @@ class Vcpu:
                 text = self.read(addr, ilc)
                 handler = lookup(text)
                 if handler is None:
+                    log.debug("no emulation for privileged instruction %s at 0x%x", text.hex(), addr)
                     raise ProgramInterruption(arch.PGM_OPERATION)
                 if handler(self, text) is not PSW_LOADED:
                     self.engine.set_pc((addr + ilc) & amode)
@@ -658,7 +762,7 @@ def _lctl(cpu: Vcpu, text: bytes, addr: int, width: int) -> None:
         if width == 4:
             value = (cpu.engine.cr(reg) & ~0xFFFFFFFF) | value
         cpu.engine.set_cr(reg, value)
-    cpu.engine.flush_tlb()
+    cpu.purge_tlb()
     if any((r1 + i) % 16 in (0, 6, 14) for i in range(n)):  # subclass, I/O, machine-check masks
         cpu.recheck()
 
@@ -775,6 +879,12 @@ def i_rrbe(cpu, text):
     _set_cc(cpu, (key >> 1) & 3)
 
 
+def i_lpp(cpu, text):
+    """LOAD PROGRAM PARAMETER: the doubleword goes to the program-parameter register, which
+    only the CPU-measurement facilities read (vmd has none)."""
+    cpu.program_parameter = int.from_bytes(cpu.read(_s_addr(cpu, text), 8), "big")
+
+
 def i_epsw(cpu, text):
     """EPSW (made privileged by vmd's engine patch so the forced problem state stays hidden)."""
     r1, r2 = text[3] >> 4, text[3] & 0xF
@@ -809,6 +919,7 @@ INSTRUCTIONS: dict = {
     (0xB2, 0x2B): i_sske,
     (0xB2, 0xB1): i_stfl,
     (0xB2, 0xB2): i_lpswe,
+    (0xB2, 0x80): i_lpp,
     (0xB9, 0x8D): i_epsw,
     (0xEB, 0x25): i_stctg,
     (0xEB, 0x2F): i_lctlg,

@@ -16,6 +16,7 @@ from vmd.errors import GenericError
 
 class BlockBackends:
     def __init__(self) -> None:
+        #: name -> node; None for a -drive without a medium
         self.nodes: dict[str, Any] = {}
         #: names that came from -drive (id) rather than -blockdev (node-name)
         self.drive_ids: set[str] = set()
@@ -28,9 +29,9 @@ class BlockBackends:
 
     def claim(self, name: str, user: str, prop_owner: str = "virtio-blk-device") -> Any:
         """Attach ``user`` (a QOM path) to the node; raises GenericError with QEMU's texts."""
-        node = self.nodes.get(name)
-        if node is None:
+        if name not in self.nodes:
             raise GenericError(f"Property '{prop_owner}.drive' can't find value '{name}'")
+        node = self.nodes[name]  # None: a -drive without a medium
         holder = self.users.get(name)
         if holder is not None:
             if name in self.drive_ids:
@@ -53,6 +54,6 @@ class BlockBackends:
             if close is not None:
                 try:
                     close()
-                except OSError:
+                except Exception:  # noqa: BLE001 - an image that fails to close must not stop the others
                     pass
         self.nodes.clear()

@@ -171,17 +171,24 @@ class Execution:
         return default_firmware_path()
 
     def _boot_device(self):
-        """The device with the lowest bootindex, as QEMU's get_boot_device(0)."""
+        """The device with the lowest bootindex, as QEMU's get_boot_device(0): a channel device, or
+        a SCSI device behind a controller on one."""
         candidates = [d for d in self.machine.devices.values()
-                      if getattr(d.props, "bootindex", None) is not None and getattr(d, "subchannel", None)]
+                      if getattr(d.props, "bootindex", None) is not None
+                      and (getattr(d, "subchannel", None) or getattr(getattr(d, "bus_owner", None), "subchannel", None))]
         return min(candidates, key=lambda d: d.props.bootindex, default=None)
 
     def _initial_iplb(self) -> bytes | None:
         device = self._boot_device()
         if device is None or (self.ipl.kernel_start is not None and self.ipl.bios_start is None):
             return None
-        loadparm = getattr(device.props, "loadparm", None) or self.machine_loadparm or ""
-        sch = device.subchannel
+        unit = getattr(device, "unit", None)  # a SCSI device: its controller is on the channel subsystem
+        channel_device = device.bus_owner if unit is not None else device
+        loadparm = getattr(channel_device.props, "loadparm", None) or self.machine_loadparm or ""
+        sch = channel_device.subchannel
+        if unit is not None:  # QEMU's private IPLB type for a SCSI device behind virtio-scsi
+            return ipl.build_scsi_iplb(sch.devno, sch.ssid, unit.lun, unit.target, unit.channel,
+                                       ipl.loadparm_ebcdic(loadparm))
         return ipl.build_ccw_iplb(sch.devno, sch.ssid, ipl.loadparm_ebcdic(loadparm))
 
     def _ipl(self, cpu: Vcpu) -> None:

@@ -25,6 +25,7 @@ from vmd.machine.css import ChannelSubsystem
 from vmd.machine.runstate import RunState, RunStateMachine
 
 CSS_BUS_NAMES = ("virtual-css", "virtual-css-bus", "/machine/virtual-css-bridge/virtual-css")
+CSS_BUS_TYPE = "virtual-css-bus"
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.]*\Z")
 
 
@@ -60,6 +61,11 @@ class Machine:
         self.block = BlockBackends()
         #: guest code execution (storage, CPUs), when the machine has something to run
         self.execution = None
+        #: character devices (-chardev) by id, for device front ends such as virtio-serial ports;
+        #: the owner fills it before devices are added
+        self.chardevs: dict[str, Any] = {}
+        #: automatic bus names ("virtio-serial-bus.0") count per bus type
+        self._bus_numbers: dict[str, int] = {}
 
     # -- run control -------------------------------------------------------
     @property
@@ -163,8 +169,7 @@ class Machine:
                 raise GenericError("Parameter 'id' expects an identifier")
             if dev_id in self.by_id:
                 raise GenericError(f"Duplicate device ID '{dev_id}'")
-        if bus is not None and bus not in CSS_BUS_NAMES:
-            raise GenericError(f"Bus '{bus}' not found")
+        owner = self._bus_owner(cls, bus)
         if self.booted and not cls.hotpluggable:
             raise GenericError("Parameter 'driver' expects a pluggable device type")
         validated = registry.validate_props(cls, props)
@@ -174,16 +179,56 @@ class Machine:
             path = f"/machine/peripheral-anon/device[{self._anon}]"
         device = cls(dev_id, validated, path)
         device.hotplugged = self.booted
+        if owner is not None:
+            device.bus_owner = owner  # type: ignore[attr-defined]
+        child_bus = getattr(cls, "child_bus_type", None)
+        if child_bus:
+            # QEMU's names: "<id>.0", or "<bus type in lower case>.<n>" counting the buses named so per type
+            device.child_bus_name = (  # type: ignore[attr-defined]
+                f"{dev_id}.0" if dev_id is not None else f"{child_bus.lower()}.{self._bus_numbers.get(child_bus, 0)}")
         with self._guest_held():
             device.realize(self)  # may raise; realize() claims nothing on failure
             if self.execution is not None:
                 self.execution.attach_device(device)
         if dev_id is None:
             self._anon += 1
+            if child_bus:
+                self._bus_numbers[child_bus] = self._bus_numbers.get(child_bus, 0) + 1
         self.devices[path] = device
         if dev_id is not None:
             self.by_id[dev_id] = device
         return device
+
+    def _bus_owner(self, cls: type[Device], bus: str | None) -> Device | None:
+        """The device providing the bus a new ``cls`` device goes on; None for the channel subsystem.
+
+        Without ``bus=``, QEMU's search meets the most recently added bus of the right type first.
+
+        :raises GenericError: with QEMU's texts.
+        """
+        if bus is not None:
+            if bus in CSS_BUS_NAMES:
+                owner, bus_type = None, CSS_BUS_TYPE
+            else:
+                owner = next((d for d in self.devices.values() if getattr(d, "child_bus_name", None) == bus), None)
+                if owner is None:
+                    raise GenericError(f"Bus '{bus}' not found")
+                bus_type = owner.child_bus_type  # type: ignore[attr-defined]
+            if bus_type != cls.bus_type:
+                raise GenericError(f"Device '{cls.type_name}' can't go on {bus_type} bus")
+            return owner
+        if cls.bus_type == CSS_BUS_TYPE:
+            return None
+        for device in reversed(self.devices.values()):
+            if getattr(device, "child_bus_type", None) == cls.bus_type:
+                return device
+        raise GenericError(f"No '{cls.bus_type}' bus found for device '{cls.type_name}'")
+
+    def with_guest_held(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (event loop) with the vCPU thread out of guest code: how device back ends
+        move host input into guest storage."""
+        with self._guest_held():
+            work()
 
     @contextmanager
     def _guest_held(self) -> Iterator[None]:
@@ -212,21 +257,26 @@ class Machine:
             raise DeviceNotFound(f"Device '{ident}' not found")
         if not device.hotpluggable:
             raise GenericError(f"Device '{device.type_name}' does not support hotplugging")
-        if self.execution is not None:
-            self.execution.detach_device(device)
-        with self._guest_held():
-            device.unrealize(self)
-        del self.devices[device.qom_path]
-        if device.id is not None:
-            self.by_id.pop(device.id, None)
+        # the devices on its bus go first, the newest first (QEMU's unparent order)
+        on_bus = [d for d in self.devices.values() if getattr(d, "bus_owner", None) is device]
+        gone = [*reversed(on_bus), device]
+        for each in gone:
+            if self.execution is not None:
+                self.execution.detach_device(each)
+            with self._guest_held():
+                each.unrealize(self)
+            del self.devices[each.qom_path]
+            if each.id is not None:
+                self.by_id.pop(each.id, None)
 
         def announce() -> None:
-            for child in device.children:
-                self.events.emit("DEVICE_DELETED", {"path": f"{device.qom_path}/{child}"})
-            data: dict[str, Any] = {"path": device.qom_path}
-            if device.id is not None:
-                data = {"device": device.id, "path": device.qom_path}
-            self.events.emit("DEVICE_DELETED", data)
+            for each in gone:
+                for child in each.children:
+                    self.events.emit("DEVICE_DELETED", {"path": f"{each.qom_path}/{child}"})
+                data: dict[str, Any] = {"path": each.qom_path}
+                if each.id is not None:
+                    data = {"device": each.id, "path": each.qom_path}
+                self.events.emit("DEVICE_DELETED", data)
 
         self.defer(announce)
         return device

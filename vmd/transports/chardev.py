@@ -1,9 +1,12 @@
-"""Character devices: the byte streams that monitors (and later terminals) attach to.
+"""Character devices: the byte streams that monitors, terminals and virtio-serial ports attach to.
 
 A chardev is configured once (``-chardev`` / ``[[chardev]]``) and gets a
-frontend: a QMP monitor (``-mon``/``-qmp``) or, with the 3270 issue, a
-terminal device.  A socket chardev in server mode listens; unlike QEMU, a
-monitor socket serves many clients at once, each with its own session.
+frontend: a QMP monitor (``-mon``/``-qmp``), a virtio-serial port
+(``virtconsole``/``virtserialport``, see :class:`_PortLink`) or, with the 3270
+issue, a terminal device.  A socket chardev in server mode listens; unlike
+QEMU, a monitor socket serves many clients at once, each with its own
+session.  A port talks to one client at a time, as QEMU's socket chardev
+does: later clients wait, not read, until the current one leaves.
 
 Security: unix sockets are created 0600 (umask around bind, so there is no
 window in which the socket is more open), and each listener accepts at most
@@ -13,10 +16,11 @@ window in which the socket is more open), and each listener accepts at most
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from vmd.config import ChardevFile, ChardevNull, ChardevSocket, ChardevStdio
 from vmd.errors import ConfigError
@@ -37,7 +41,13 @@ class Chardev:
     def __init__(self, spec: Any):
         self.spec = spec
         self.label: str = spec.id
-        self.frontend: str | None = None  # "monitor", later "terminal3270"
+        self.frontend: str | None = None  # "monitor", a port's type ("virtconsole"), later "terminal3270"
+        #: the virtio-serial port this chardev feeds, if any
+        self.port_link: _PortLink | None = None
+        #: a port's clients: the one it talks to, and those waiting their turn
+        self.active_client: _PortClient | None = None
+        self.waiting_clients: collections.deque[_PortClient] = collections.deque()
+        self.output_file: BinaryIO | None = None
         self.connections: set[asyncio.BaseProtocol] = set()
         self.server: asyncio.AbstractServer | None = None
         self.bound_address: Any = None
@@ -68,7 +78,81 @@ class Chardev:
         return f"disconnected:{addr}"
 
     def info(self) -> dict:
-        return {"label": self.label, "filename": self.filename(), "frontend-open": self.frontend is not None}
+        is_open = self.port_link.guest_is_open if self.port_link is not None else self.frontend is not None
+        return {"label": self.label, "filename": self.filename(), "frontend-open": is_open}
+
+    # -- a virtio-serial port as the frontend (event loop) ------------------------------
+    def attach_device(self, type_name: str, port: Any) -> None:
+        """Feed ``port`` (a :class:`vmd.virtio.serial.SerialPort`) from this chardev and take its output."""
+        self.frontend = type_name
+        self.port_link = _PortLink(self, port)
+        try:
+            port.to_loop = asyncio.get_running_loop().call_soon_threadsafe
+        except RuntimeError:  # no loop (tests driving a machine directly): calls stay on the caller's thread
+            pass
+        port.link = self.port_link
+        spec = self.spec
+        if isinstance(spec, (ChardevFile, ChardevStdio)) or self.active_client is not None:
+            port.set_host_open(True)  # QEMU: files and stdio are open at once, sockets once a client is in
+
+    def detach_device(self) -> None:
+        link = self.port_link
+        if link is None:
+            return
+        link.port.link = None
+        self.port_link = None
+        self.frontend = None
+        if self.active_client is not None:
+            self.active_client.resume()
+
+    def write_out(self, data: bytes) -> None:
+        """A port's output to wherever this chardev goes; dropped without a client (as QEMU's socket)."""
+        spec = self.spec
+        if isinstance(spec, ChardevSocket):
+            if self.active_client is not None:
+                self.active_client.write(data)
+        elif isinstance(spec, ChardevFile):
+            if self.output_file is not None:
+                try:
+                    self.output_file.write(data)
+                except OSError as err:
+                    log.warning("chardev %s: %s; output dropped", self.label, err.strerror)
+        elif isinstance(spec, ChardevStdio):
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _client_came(self, client: "_PortClient") -> None:
+        if self.active_client is None:
+            self.active_client = client
+            if self.port_link is not None:
+                self.port_link.port.set_host_open(True)
+        else:
+            client.pause()
+            self.waiting_clients.append(client)
+
+    def _client_data(self, client: "_PortClient", data: bytes) -> None:
+        link = self.port_link
+        if client is not self.active_client or link is None:
+            return
+        if not link.port.host_input(data):
+            client.pause()  # the port is full: the client's bytes wait in its socket
+
+    def _client_gone(self, client: "_PortClient") -> None:
+        if client is not self.active_client:
+            if client in self.waiting_clients:
+                self.waiting_clients.remove(client)
+            return
+        self.active_client = None
+        link = self.port_link
+        if link is not None:
+            link.congested = False
+            link.port.set_host_open(False)
+        if self.waiting_clients:
+            self._client_came(self.waiting_clients.popleft())
+            self.active_client.resume()
 
     # -- opening -----------------------------------------------------------------------
     async def open(self, protocol_factory: Callable[[Any], asyncio.Protocol] | None) -> None:
@@ -79,7 +163,7 @@ class Chardev:
         """
         spec = self.spec
         loop = asyncio.get_running_loop()
-        factory = protocol_factory or (lambda early: _DiscardProtocol())
+        factory = protocol_factory or self._plain_protocol
         self.first_client = asyncio.Event()
         if isinstance(spec, ChardevSocket):
             if not spec.server:
@@ -99,6 +183,13 @@ class Chardev:
             self.early_clients = []
         elif isinstance(spec, ChardevStdio):
             proto = factory(None)
+            if isinstance(proto, _PortClient):
+                # a port writes stdout synchronously, as the console does; stdin feeds it
+                try:
+                    await loop.connect_read_pipe(lambda: proto, sys.stdin)
+                except (OSError, ValueError) as err:
+                    log.warning("chardev %s: no input from stdin (%s)", self.label, err)
+                return
             # Output first: the session greets from connection_made(), which the read pipe triggers.
             write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
             if hasattr(proto, "writer"):
@@ -106,18 +197,34 @@ class Chardev:
             await loop.connect_read_pipe(lambda: proto, sys.stdin)
             self.connections.add(proto)
         elif isinstance(spec, ChardevFile):
-            pass  # output-only: opened by the frontend that writes to it
+            # opened (created or truncated) now, as QEMU opens it whether a frontend writes or not
+            try:
+                self.output_file = open(spec.path, "ab" if spec.append else "wb", buffering=0)  # noqa: SIM115
+            except OSError as err:
+                raise ConfigError(f"Could not open '{spec.path}': {err.strerror}", option=spec.origin) from None
         # null: nothing to open
 
+    def _plain_protocol(self, early: Any = None) -> asyncio.Protocol:
+        """A client of a chardev without a monitor: a port's client when a port is attached."""
+        if self.port_link is not None:
+            return _PortClient(self)
+        return _DiscardProtocol()
+
     def close(self) -> None:
+        bound = self.server is not None or self.presocket is not None
         if self.server is not None:
             self.server.close()
+        elif self.presocket is not None:
+            self.presocket.close()
         for proto in list(self.connections):
             closer = getattr(proto, "close", None)
             if closer:
                 closer()
+        if self.output_file is not None:
+            self.output_file.close()
+            self.output_file = None
         spec = self.spec
-        if isinstance(spec, ChardevSocket) and spec.path and not spec.abstract:
+        if isinstance(spec, ChardevSocket) and spec.path and not spec.abstract and bound:
             try:
                 os.unlink(spec.path)
             except OSError:
@@ -179,3 +286,83 @@ class _DiscardProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         self.transport.close()
+
+
+class _PortLink:
+    """A chardev's side of a virtio-serial port (event loop): the port calls these through
+    ``to_loop`` when it has output, when its inbox has room again, and when the guest opens it."""
+
+    def __init__(self, chardev: Chardev, port: Any):
+        self.chardev = chardev
+        self.port = port
+        #: the client's socket buffers are full: output waits in the port (which then pushes back)
+        self.congested = False
+        self.guest_is_open = False
+
+    def output_ready(self) -> None:
+        while not self.congested:
+            data = self.port.take_output()
+            if not data:
+                return
+            self.chardev.write_out(data)
+
+    def input_space(self) -> None:
+        client = self.chardev.active_client
+        if client is not None:
+            client.resume()
+
+    def guest_open(self, is_open: bool) -> None:
+        # QEMU tells the chardev for serial ports only; a console's chardev never looks opened
+        if not self.port.is_console:
+            self.guest_is_open = is_open
+
+
+class _PortClient(asyncio.Protocol):
+    """One client of a chardev that feeds a port (a socket connection, or stdin)."""
+
+    def __init__(self, chardev: Chardev):
+        self.chardev = chardev
+        self.transport: asyncio.BaseTransport | None = None
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.chardev._client_came(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.chardev._client_data(self, data)
+
+    def eof_received(self):
+        return None  # close our side too: the port's host side is gone
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chardev._client_gone(self)
+
+    def pause_writing(self) -> None:
+        link = self.chardev.port_link
+        if link is not None and self is self.chardev.active_client:
+            link.congested = True
+
+    def resume_writing(self) -> None:
+        link = self.chardev.port_link
+        if link is not None and self is self.chardev.active_client:
+            link.congested = False
+            link.output_ready()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.transport.is_closing():
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from vmd.errors import GenericError
 from vmd.devices.base import BootableCcwProps, CcwDevice, CcwDeviceProps, device_type
+from vmd.devices.models.virtio_serial import VirtioSerialBus
 from vmd.devices.props import (
     QBlockdevOnError,
     QBool,
@@ -217,6 +218,8 @@ class VirtioBlkCcw(VirtioCcwDevice):
             try:
                 if props.drive is None:
                     raise GenericError("drive property not set")
+                if self.node is None:
+                    raise GenericError("Device needs media, but drive is empty")
                 if props.num_queues == 0:
                     raise GenericError("num-queues property must be larger than 0")
                 if props.queue_size <= 2:
@@ -270,6 +273,26 @@ class VirtioScsiCcw(VirtioCcwDevice):
         param_change: QBool = onoff(True)
         seg_max_adjust: QBool = Field(True, description="")
         virtqueue_size: QUint32 = Field(256, description="")
+
+    # -- the SCSI bus the scsi-hd/scsi-cd devices plug into: vmd/devices/models/scsi.py --
+    child_bus_type = "SCSI"
+    child_bus = None
+
+    def realize(self, machine) -> None:
+        """The subchannel, then the virtio device's queue checks and its SCSI bus (QEMU's order)."""
+        from vmd.devices.models.scsi import attach_controller
+
+        super().realize(machine)
+        try:
+            attach_controller(self, machine)
+        except GenericError:
+            super().unrealize(machine)
+            raise
+
+    def make_backend(self):
+        from vmd.devices.models.scsi import controller_backend
+
+        return controller_backend(self)
 
 
 @device_type
@@ -370,7 +393,9 @@ class VirtioTabletCcw(VirtioPointerCcw):
 
 
 @device_type
-class VirtioSerialCcw(VirtioCcwDevice):
+class VirtioSerialCcw(VirtioSerialBus, VirtioCcwDevice):
+    """Its bus, ports and back end: :mod:`vmd.devices.models.virtio_serial`."""
+
     type_name = "virtio-serial-ccw"
     aliases = ("virtio-serial",)
     category = "Input devices"
