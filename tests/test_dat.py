@@ -166,14 +166,14 @@ def test_region_table_offset_and_length_bound_the_next_index():
 def test_edat_large_frames():
     tables = Tables(1)
     tables.map(0x8000_0000, 0x1000)
-    region3 = tables.storage[tables.asce & dat.REGION_ORIGIN + 8]
+    region3 = tables.storage[(tables.asce & dat.REGION_ORIGIN) + 8]
     segment_table = region3 & dat.REGION_ORIGIN
     tables.storage[segment_table + 5 * 8] = 0x4070_0000 | dat.SEGMENT_FORMAT
     vaddr = 0x8000_0000 + (5 << 20) + 0x12345
     assert dat.walk(vaddr, tables.asce, tables.fetch, edat1=True).real == 0x4070_0000 + 0x12345
     with pytest.raises(dat.TranslationError):  # without EDAT-1 the entry designates a page table
         dat.walk(vaddr, tables.asce, tables.fetch)
-    tables.storage[tables.asce & dat.REGION_ORIGIN + 8 * 3] = (0x1_8000_0000 | dat.REGION3_FORMAT
+    tables.storage[(tables.asce & dat.REGION_ORIGIN) + 8 * 3] = (0x1_8000_0000 | dat.REGION3_FORMAT
                                                                | (1 << 2))
     vaddr = 3 << 31 | 0x7654_3210
     assert dat.walk(vaddr, tables.asce, tables.fetch, edat1=True, edat2=True).real == 0x1_8000_0000 | 0x7654_3210
@@ -214,7 +214,7 @@ PSW_DAT_HOME = arch.PSW_64BIT | arch.PSW_DAT | arch.PSW_ASC  # DAT on, home spac
 CODE = 0x10000
 WAIT_PSW_AT = 0x9000
 SEGMENT_TABLE = 0x20000
-PAGE_TABLE = 0x21000
+PAGE_TABLE = 0x28000
 STIDP_R2 = "b2022000"    # stidp 0(%r2)
 LCTLG_R2 = "eb99200000 2f".replace(" ", "")  # lctlg %c9,%c9,0(%r2)
 STCTG_R2 = "eb99200000 25".replace(" ", "")  # stctg %c9,%c9,0(%r2)

@@ -10,6 +10,7 @@ where the guest waits for it.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Callable
 
 from vmd.cpu import arch
@@ -364,9 +365,25 @@ class Execution:
             self.call(self.machine.guest_panicked, info)
 
     def _io_pending(self) -> None:
+        if threading.current_thread() is not self.runner:
+            for cpu in self.cpus:
+                cpu.kick()
+            self.runner.wake()
+            return
+        # raised by the running guest itself (SSCH, a virtio kick): only a CPU that can take an
+        # I/O interruption now leaves the engine; the others look when their masks change
+        # (SSM, LPSW, LCTL recheck), which spares a slice end per I/O for polling drivers
         for cpu in self.cpus:
-            cpu.kick()
-        self.runner.wake()
+            if cpu.operating and self._io_deliverable(cpu):
+                cpu.kick()
+                return
+
+    def _io_deliverable(self, cpu: Vcpu) -> bool:
+        if not cpu.engine.psw()[0] & arch.PSW_IO:
+            return False
+        cr6 = cpu.engine.cr(6)
+        with self.io.lock:
+            return any(queue and cr6 & (0x80000000 >> isc) for isc, queue in enumerate(self.io.pending))
 
     # -- channel report words: CHSC and the channel-report machine check ---------------------
     def _wire_channel_reports(self) -> None:
