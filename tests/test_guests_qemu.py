@@ -71,7 +71,7 @@ GUESTS: dict[str, list[str]] = {
 
 TIMEOUT = 60
 #: guests built for other tests to run (no transcript of their own): idle waits for ever
-SERVICES = ("idle",)
+SERVICES = ("idle", "chaos")
 
 
 def virtio_disk() -> bytes:

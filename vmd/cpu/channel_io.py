@@ -74,10 +74,17 @@ i_msch_body.fetch = _fetch_schib  # type: ignore[attr-defined]
 i_msch = _with_subchannel(i_msch_body)
 
 
+#: ORB bits that must be zero (word 1 bit 13, bits 26-30) and the MIDAW bit (25), which QEMU does not offer
+ORB_CTRL0_INVALID = 0x0004
+ORB_CTRL1_INVALID = 0x3E
+ORB_CTRL1_MIDAW = 0x40
+
+
 def _fetch_orb(cpu: Vcpu, addr: int) -> bytes:
     orb = cpu.read(addr, 32)
-    if orb[8] & 0x80:
-        # the channel-program address must be a 31-bit address (QEMU: operand exception)
+    ctrl0 = (orb[4] << 8) | orb[5]
+    if ctrl0 & ORB_CTRL0_INVALID or orb[7] & (ORB_CTRL1_INVALID | ORB_CTRL1_MIDAW) or orb[8] & 0x80:
+        # reserved bits, MIDAW, or a channel-program address beyond 31 bits: operand exception (QEMU)
         raise ProgramInterruption(arch.PGM_OPERAND)
     return orb
 
