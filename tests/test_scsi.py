@@ -131,7 +131,7 @@ def test_transfer_lengths_and_directions(cdb, kind, block, xfer, mode):
        st.sampled_from([512, 1024, 2048, 4096]))
 def test_any_cdb_parses_or_is_refused(cdb, kind, block):
     parsed = op.parse(cdb, kind, block)
-    if cdb[0] >> 5 in (3, 6, 7):
+    if cdb[0] >> 5 in (3, 6, 7) or len(cdb) < op.cdb_length(cdb[0]):
         assert parsed is None
         return
     assert len(parsed.cdb) == op.cdb_length(cdb[0])
@@ -461,3 +461,28 @@ def test_any_request_sequence_completes_well_formed(sequence):
                                      sn.ABORTED_COMMAND, sn.MEDIUM_ERROR)
             assert not done.data
     assert len(hd.image.data) == 64 * 1024 and len(cd.image.data) == 20 * 2048  # nothing grew
+
+
+class CountingArea:
+    """A data area that says it is huge and counts what is moved through it."""
+
+    def __init__(self):
+        self.moved = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.moved += length
+        return bytes(length)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.moved += len(data)
+
+
+def test_a_data_area_past_the_image_moves_nothing_and_a_large_one_moves_in_pieces():
+    bus, hd, _cd, _empty = make_bus(hd_size=8 << 20)
+    clear_ua(bus, hd)
+    area = CountingArea()
+    done = bus.request(hd, 0, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])).run(1 << 40, area)
+    assert key(done) == sn.IO_ERROR and area.moved == 0
+    area = CountingArea()
+    write = bus.request(hd, 0, bytes([0x2A, 0, 0, 0, 0, 0, 0, 0x20, 0, 0])).run(4 << 20, area)
+    assert write.status == GOOD and area.moved == 4 << 20 and write.residual == 0

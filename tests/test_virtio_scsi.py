@@ -11,9 +11,41 @@ Torito ISO from a scsi-cd with QEMU's firmware.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, require_peer
+from vmd.block import open_drive
+from vmd.boot.kernel import parse_kernel
+from vmd.errors import GenericError
+from vmd.events import EventBus
+from vmd.machine import ipl
+from vmd.machine.channel import ChannelSubsystemIO, DataStream
+from vmd.machine.css import ChannelSubsystem
+from vmd.machine.execution import Execution
+from vmd.machine.machine import Machine
+from vmd.machine.memory import GuestMemory
+from vmd.scsi import sense as sn
+from vmd.scsi.bus import ScsiBus
+from vmd.scsi.disk import ScsiDisk
+from vmd.virtio import ccw
+from vmd.virtio import scsi as vscsi
+from vmd.virtio.device import F_ANY_LAYOUT, F_VERSION_1
+from vmd.virtio.ring import DESC_F_NEXT, DESC_F_WRITE
+
 
 # -- the guest's disks -----------------------------------------------------------------------------
 
@@ -210,7 +242,8 @@ def scripted_commands() -> list[Entry]:
           cmd(HD, [0x25] + [0] * 9, in_len=8, flags=PRINT_DATA), cmd(HD, read10(1500, 1), in_len=1024),
           cmd(HD, [0x25] + [0] * 9, in_len=8, flags=PRINT_DATA), cmd(HD, read10(1500, 1), in_len=1024),
           cmd(HD, read10(3, 1), in_len=1024),
-          cmd(HD, [0x55, 0x10, 0, 0, 0, 0, 0, 0, 16, 0], out=bytes((0, 0, 0, 0, 0, 0, 0, 8)) + bytes((0, 0, 0, 0, 0, 0, 2, 0))),
+          cmd(HD, [0x55, 0x10, 0, 0, 0, 0, 0, 0, 16, 0],
+              out=bytes((0, 0, 0, 0, 0, 0, 0, 8)) + bytes((0, 0, 0, 0, 0, 0, 2, 0))),
           cmd(HD, [0x25] + [0] * 9, in_len=8, flags=PRINT_DATA), cmd(HD, read10(3, 1), in_len=512)]
     # the CD-ROM's tray: lock, eject refused, unlock, eject, a missing medium, load again
     gesn = [0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0]
@@ -243,7 +276,8 @@ def scripted_commands() -> list[Entry]:
     # UNMAP and WRITE SAME
     unmap = bytes((0, 22, 0, 16)) + bytes(4) + bytes(be64(600)) + bytes(be32(8)) + bytes(4)
     e += [cmd(HD, [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], out=unmap), cmd(HD, read10(600, 8), in_len=4096),
-          cmd(HD, [0x42, 1, 0, 0, 0, 0, 0, 0, 24, 0], out=unmap), cmd(HD, [0x42, 0, 0, 0, 0, 0, 0, 0, 6, 0], out=unmap[:6]),
+          cmd(HD, [0x42, 1, 0, 0, 0, 0, 0, 0, 24, 0], out=unmap),
+          cmd(HD, [0x42, 0, 0, 0, 0, 0, 0, 0, 6, 0], out=unmap[:6]),
           cmd(HD, [0x42, 0, 0, 0, 0, 0, 0, 0, 20, 0], out=unmap[:20]),
           cmd(HD, [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0],
               out=bytes((0, 22, 0, 16)) + bytes(4) + bytes(be64(2040)) + bytes(be32(9)) + bytes(4)),
@@ -331,18 +365,6 @@ def scsi_script_image(flags: int = 0) -> bytes:
 
 # -- the guest with hot plug ----------------------------------------------------------------------
 
-import json  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from conftest import ROOT, require_peer  # noqa: E402
 
 GUEST = ROOT / "guests" / "bin" / "scsi.elf"
 EXPECTED_HOTPLUG = ROOT / "guests" / "expected" / "hotplug" / "scsi.txt"
@@ -452,19 +474,6 @@ def test_qemu_hotplug_run_matches_golden(tmp_path):
 
 # -- the back end against hostile drivers ------------------------------------------------------------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from vmd.machine.channel import ChannelSubsystemIO, DataStream  # noqa: E402
-from vmd.machine.css import ChannelSubsystem  # noqa: E402
-from vmd.machine.memory import GuestMemory  # noqa: E402
-from vmd.scsi import sense as sn  # noqa: E402
-from vmd.scsi.bus import ScsiBus  # noqa: E402
-from vmd.scsi.disk import ScsiDisk  # noqa: E402
-from vmd.virtio import ccw  # noqa: E402
-from vmd.virtio import scsi as vscsi  # noqa: E402
-from vmd.virtio.device import F_ANY_LAYOUT, F_VERSION_1  # noqa: E402
-from vmd.virtio.ring import DESC_F_NEXT, DESC_F_WRITE  # noqa: E402
 
 MEM = 4 << 20
 QUEUE_BASE = 0x100000  # queue i: descriptors, available and used rings in three pages from here
@@ -766,21 +775,10 @@ def test_any_chain_on_any_queue_never_raises(queue, readable, writable):
 
 # -- the device models, the machine's SCSI bus, the IPL block --------------------------------------------
 
-from vmd.errors import GenericError  # noqa: E402
-from vmd.events import EventBus  # noqa: E402
-from vmd.machine import ipl  # noqa: E402
-from vmd.machine.execution import Execution  # noqa: E402
-from vmd.machine.machine import Machine  # noqa: E402
-
 
 def machine_with_drive(tmp_path) -> Machine:
-    from vmd.block import open_drive
-
-    events = EventBus()
-    machine = Machine(events)
-    machine.emitted = []
-    events.subscribe(lambda name, data=None, **_: machine.emitted.append((name, data))) \
-        if hasattr(events, "subscribe") else None
+    """A machine (no guest code) with the 1 MiB image of a -drive, id d0."""
+    machine = Machine(EventBus())
     path = tmp_path / "d.img"
     path.write_bytes(bytes(1 << 20))
     machine.block.add("d0", open_drive({"file": str(path), "format": "raw"}), from_drive=True)
@@ -851,3 +849,218 @@ def test_the_boot_device_behind_virtio_scsi_gets_qemus_scsi_iplb(tmp_path):
     assert block == ipl.build_scsi_iplb(0x1234, 0, 2, 7, 0, ipl.loadparm_ebcdic("AB"))
     assert block[12] == ipl.IPL_TYPE_QEMU_SCSI and struct.unpack_from(">IHH", block, 24) == (2, 7, 0)
 
+
+# -- booting an El Torito ISO from a scsi-cd (docs: bootdevices.rst) --------------------------------------
+
+
+HELLO = ROOT / "guests" / "bin" / "hello.elf"
+QEMU_FIRMWARE = Path("/usr/share/qemu/s390-ccw.img")
+#: what QEMU's firmware prints before it starts the program of an ISO on a SCSI CD-ROM
+QEMU_ISO_PREAMBLE = (b"LOADPARM=[        ]\r\nUsing virtio-scsi.\r\nSCSI CD-ROM detected.\r\n"
+                     b"ISO boot image size verified\r\n\r\n")
+#: bytes 8-31 of a Linux image, which QEMU's firmware checks in an El Torito boot image
+LINUX_S390_MAGIC = bytes.fromhex("02000018600000500200006860000050" "4040404040404040")
+
+
+def el_torito_iso(tmp_path: Path, program: Path = HELLO) -> Path:
+    """An ISO whose El Torito boot image is ``program`` laid out from address 0: its IPL PSW at 0
+    (64-bit addressing, the ELF entry) and the Linux image's magic at 8, as the firmware wants."""
+    xorriso = require_peer("xorriso")
+    kernel = parse_kernel(program.read_bytes(), program.name)
+    end = max(s.address + len(s.data) for s in kernel.segments)
+    image = bytearray((end + 2047) // 2048 * 2048)
+    for segment in kernel.segments:
+        image[segment.address:segment.address + len(segment.data)] = segment.data
+    image[0:8] = struct.pack(">Q", 0x0008_0001_8000_0000 | kernel.entry)
+    image[8:32] = LINUX_S390_MAGIC
+    root = tmp_path / "iso-root"
+    root.mkdir()
+    (root / "boot.img").write_bytes(image)
+    iso = tmp_path / "boot.iso"
+    proc = subprocess.run([xorriso, "-as", "mkisofs", "-quiet", "-o", str(iso), "-b", "boot.img", "-no-emul-boot",
+                           str(root)], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return iso
+
+
+def iso_boot_args(iso: Path) -> list[str]:
+    """The bootdevices.rst line: the ISO as a -blockdev node on a scsi-cd, the boot device."""
+    return ["-M", "s390-ccw-virtio", "-nographic", "-m", "128M",
+            "-blockdev", f"file,node-name=c1,filename={iso}", "-device", "virtio-scsi",
+            "-device", "scsi-cd,drive=c1,bootindex=1"]
+
+
+@pytest.mark.qemu
+def test_qemu_firmware_boots_an_el_torito_iso_from_a_scsi_cd(qemu_binary, tmp_path):
+    iso = el_torito_iso(tmp_path)
+    proc = subprocess.run([qemu_binary, *iso_boot_args(iso), "-action", "panic=exit-failure"],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout == QEMU_ISO_PREAMBLE + (ROOT / "guests" / "expected" / "hello.txt").read_bytes()
+
+
+def test_vmd_runs_qemu_firmware_to_boot_the_iso(tmp_path):
+    require_peer("qemu-system-s390x")  # the firmware comes with it
+    if not QEMU_FIRMWARE.is_file():
+        pytest.fail(f"qemu-system-s390x is installed but {QEMU_FIRMWARE} is missing")
+    iso = el_torito_iso(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "vmd", *iso_boot_args(iso), "-bios", str(QEMU_FIRMWARE),
+                           "--runtime-dir", str(tmp_path / "run")],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout == QEMU_ISO_PREAMBLE + (ROOT / "guests" / "expected" / "hello.txt").read_bytes()
+
+
+def test_vmds_own_firmware_boots_the_iso(tmp_path):
+    iso = el_torito_iso(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "vmd", *iso_boot_args(iso), "--runtime-dir", str(tmp_path / "run")],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    lines = proc.stdout.split(b"\r\n")
+    assert b"SCSI CD-ROM detected." in lines and b"Using virtio-scsi." in lines
+    assert proc.stdout.endswith(b"\r\n\r\n" + (ROOT / "guests" / "expected" / "hello.txt").read_bytes())
+
+
+# -- vmd against qemu-system-s390x: help, command lines, QMP ---------------------------------------------
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("model", ["scsi-hd", "scsi-cd"])
+def test_device_help_matches_qemu(qemu_binary, model):
+    theirs = subprocess.run([qemu_binary, "-M", "s390-ccw-virtio", "-device", f"{model},help"],
+                            capture_output=True, text=True, timeout=30).stdout
+    ours = subprocess.run([sys.executable, "-m", "vmd", "-device", f"{model},help"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
+    assert ours == theirs
+
+
+@pytest.mark.qemu
+def test_device_list_has_the_scsi_models_in_qemus_words(qemu_binary):
+    theirs = subprocess.run([qemu_binary, "-M", "s390-ccw-virtio", "-device", "help"],
+                            capture_output=True, text=True, timeout=30).stdout
+    ours = subprocess.run([sys.executable, "-m", "vmd", "-device", "help"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
+    wanted = [line for line in theirs.splitlines() if line.startswith(('name "scsi-hd"', 'name "scsi-cd"'))]
+    assert len(wanted) == 2 and set(wanted) <= set(ours.splitlines())
+    storage = ours.split("\n\n")[[b.startswith("Storage devices:") for b in ours.split("\n\n")].index(True)]
+    assert all(line in storage for line in wanted)
+
+
+DRIVE = ["-drive", "file=d.img,if=none,id=d0,format=raw"]
+BAD_LINES = [
+    [*DRIVE, "-device", "scsi-hd,drive=d0"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-hd"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,bus=nope.0"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,bus=s0"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-cd,bus=virtual-css"],
+    ["-device", "virtio-scsi,id=s0", "-device", "virtio-rng-ccw,bus=s0.0"],
+    ["-device", "virtio-scsi", "-device", "virtio-scsi", "-device", "scsi-cd,bus=scsi.1", "-device",
+     "scsi-cd,bus=scsi.2"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-cd,id=a,scsi-id=3,lun=0", "-device",
+     "scsi-cd,id=b,scsi-id=3,lun=0"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-cd,scsi-id=3,lun=0", "-device", "scsi-cd,scsi-id=3,lun=0"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-cd,channel=1"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-cd,scsi-id=256"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-cd,lun=16384"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-hd,drive=nope"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0", "-device", "scsi-hd,drive=d0"],
+    ["-device", "virtio-scsi,id=s0", "-blockdev", "file,node-name=n0,filename=d.img", "-device",
+     "scsi-hd,drive=n0", "-device", "scsi-hd,drive=n0"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-hd,drive="],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-hd,foo=1"],
+    ["-device", "virtio-scsi,id=s0", "-device", "scsi-hd,lun=x"],
+    ["-device", "virtio-scsi,id=s0,num_queues=0"],
+    ["-device", "virtio-scsi,id=s0,virtqueue_size=2"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,logical_block_size=1000"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,logical_block_size=4096"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,min_io_size=100"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,discard_granularity=100"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,cyls=100000,heads=16,secs=63"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,cyls=100"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-hd,drive=d0,loadparm=1"],
+    ["-device", "virtio-scsi,id=s0", *DRIVE, "-device", "scsi-cd,drive=d0,bootindex=1", "-device",
+     "scsi-cd,bootindex=1"],
+    ["-device", "virtio-scsi,id=s0", "-drive", "if=none,id=e", "-device", "scsi-hd,drive=e"],
+    ["-device", "virtio-scsi,id=s0", "-blockdev", "file,node-name=n0,filename=d.img", "-device",
+     "scsi-hd,drive=n0", "-device", "scsi-cd,drive=n0"],
+]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("args", BAD_LINES, ids=lambda a: " ".join(a))
+def test_bad_command_lines_fail_as_in_qemu(qemu_binary, args, tmp_path):
+    (tmp_path / "d.img").write_bytes(bytes(1 << 20))
+    base = ["-M", "s390-ccw-virtio", "-nodefaults", "-nographic", "-S"]
+    theirs = subprocess.run([qemu_binary, *base, *args], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    ours = subprocess.run([sys.executable, "-m", "vmd", *base, *args, "--runtime-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert (ours.returncode, theirs.returncode) == (1, 1)
+    assert ours.stderr.replace("vmd:", "qemu-system-s390x:", 1) == theirs.stderr
+
+
+QMP_CONVERSATION = [
+    {"execute": "qmp_capabilities"},
+    {"execute": "device_add", "arguments": {"driver": "scsi-cd", "id": "x"}},
+    {"execute": "device_add", "arguments": {"driver": "virtio-scsi-ccw", "id": "s0", "devno": "fe.0.0009"}},
+    {"execute": "device_add", "arguments": {"driver": "scsi-cd", "id": "x", "bus": "s0.0"}},
+    {"execute": "device_add", "arguments": {"driver": "scsi-cd", "id": "y", "scsi-id": 5, "lun": "2"}},
+    {"execute": "device_add", "arguments": {"driver": "scsi-cd", "scsi-id": 5, "lun": 2}},
+    {"execute": "device_add", "arguments": {"driver": "scsi-cd", "bus": "nope"}},
+    {"execute": "device_add", "arguments": {"driver": "scsi-hd", "bus": "s0.0"}},
+    {"execute": "qom-get", "arguments": {"path": "/machine/peripheral/y", "property": "parent_bus"}},
+    {"execute": "qom-get", "arguments": {"path": "/machine/peripheral/x", "property": "lun"}},
+    {"execute": "qom-get", "arguments": {"path": "/machine/peripheral/y", "property": "scsi-id"}},
+    {"execute": "device_del", "arguments": {"id": "y"}},
+    {"execute": "device_del", "arguments": {"id": "s0"}},
+]
+
+
+def qmp_replies(command: list[str], directory: Path) -> list[dict]:
+    """Each command's reply, then the DEVICE_DELETED events (four are due), from a machine started with -S."""
+    sock_path = directory / "qmp.sock"
+    proc = subprocess.Popen([*command, "-qmp", f"unix:{sock_path},server=on,wait=off"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=directory)
+    try:
+        deadline = time.monotonic() + 30
+        sock = socket.socket(socket.AF_UNIX)
+        while True:
+            try:
+                sock.connect(str(sock_path))
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(proc.stderr.read().decode(errors="replace"))
+                time.sleep(0.02)
+        sock.settimeout(30)
+        stream = sock.makefile("rb")
+        stream.readline()
+        replies, events = [], []
+        for message in QMP_CONVERSATION:
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            while True:
+                reply = json.loads(stream.readline())
+                if "event" in reply:
+                    events.append(reply)
+                    continue
+                replies.append(reply)
+                break
+        sock.settimeout(3)  # QEMU announces unplugged devices from its main loop, a little later
+        try:
+            while sum(e["event"] == "DEVICE_DELETED" for e in events) < 4:
+                events.append(json.loads(stream.readline()))
+        except (TimeoutError, socket.timeout):
+            pass
+        sock.close()
+        deleted = [e["data"] for e in events if e["event"] == "DEVICE_DELETED"]
+        return replies + deleted
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.qemu
+def test_hot_plug_over_qmp_answers_as_qemu(qemu_binary, tmp_path):
+    base = ["-M", "s390-ccw-virtio", "-nodefaults", "-nographic", "-S"]
+    theirs = qmp_replies([qemu_binary, *base], tmp_path)
+    ours = qmp_replies([sys.executable, "-m", "vmd", *base, "--runtime-dir", str(tmp_path / "run")], tmp_path)
+    assert ours == theirs
+    assert {"error": {"class": "GenericError", "desc": "No 'SCSI' bus found for device 'scsi-cd'"}} in ours

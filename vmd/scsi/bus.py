@@ -15,14 +15,16 @@ the bus picks who answers it as QEMU's SCSI layer does:
 Requests complete synchronously.  The adapter offers a data area of ``size`` bytes in
 one direction; a command whose transfer does not fit is refused before it runs
 (the adapter's overrun), after the request was made, so a unit attention fetched for
-it is gone, as in QEMU.
+it is gone, as in QEMU.  The data area is reached through a :class:`DataArea`
+(offsets within it), so a large transfer moves piece by piece and is never held
+whole, whatever size the driver claims.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from vmd.scsi import cdb as op
 from vmd.scsi import sense as sn
@@ -35,7 +37,7 @@ MAX_TARGET = 255
 MAX_LUN = 16383
 #: transfers beyond this are refused with INVALID FIELD IN CDB
 MAX_TRANSFER = (1 << 31) - 1
-#: the standard INQUIRY data and the sense data the target builds
+#: the length of the standard INQUIRY data the target builds
 INQUIRY_LEN = 36
 #: what QEMU's targets and disks call their revision
 HW_VERSION = "2.5+"
@@ -46,14 +48,42 @@ class AddressError(Exception):
     """A unit cannot take the address it asked for; the message is QEMU's."""
 
 
+class DataArea(Protocol):
+    """The driver's data area of a request, by offset: read for data to the device, written for
+    data from it.  Offsets and lengths stay within the area's size."""
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+
+class BufferArea:
+    """A data area in memory (for tests and adapters that hold the data themselves)."""
+
+    def __init__(self, data: bytes | bytearray = b"", size: int | None = None):
+        self.data = bytearray(data)
+        if size is not None:
+            self.data = self.data[:size].ljust(size, b"\0")
+
+    def read(self, offset: int, length: int) -> bytes:
+        return bytes(self.data[offset:offset + length])
+
+    def write(self, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = data
+
+
 @dataclass
 class Outcome:
     """What a command did: its status, and the data phase it had.
 
-    ``data`` is what went to the driver (device to host), or None without a data phase
-    to the host; ``consumed`` the bytes taken from the driver (host to device).  A
-    ``block_io`` transfer (READ, WRITE) moved the driver's whole data area, which QEMU
-    counts against the command's transfer length rather than against the area.
+    ``data`` is what an emulated command returns for the driver (the bus writes it to the
+    data area), or None without a data phase to the host; ``consumed`` the bytes taken from
+    the driver (host to device).  A ``block_io`` transfer (READ, WRITE) moved ``consumed``
+    bytes through the data area itself, either way, and QEMU counts it against the command's
+    transfer length rather than the area.
     """
 
     status: int = GOOD
@@ -70,10 +100,12 @@ class Completion:
     status: int
     #: autosense for CHECK CONDITION: fixed-format sense data
     sense: bytes = b""
-    #: data for the driver's device-to-host area (at most its size)
+    #: what went to the data area, when the request ran without an area of the adapter's
     data: bytes = b""
     #: QEMU's residual: the data area less what moved, or the transfer length less the area
     residual: int = 0
+    #: the bytes that went to the data area
+    moved: int = 0
 
 
 class CheckCondition(Exception):
@@ -115,7 +147,7 @@ class ScsiDevice:
         """The driver saw the unit attention condition in sense data."""
 
     # -- commands ------------------------------------------------------------------------------
-    def execute(self, command: Command, size: int, data_out: bytes) -> Outcome:
+    def execute(self, command: Command, size: int, area: DataArea) -> Outcome:
         raise CheckCondition(sn.INVALID_OPCODE)
 
     def flush(self) -> None:
@@ -168,14 +200,21 @@ class Request:
     def mode(self) -> int:
         return self.command.mode if self.command is not None else op.XFER_NONE
 
-    def run(self, size: int, data_out: bytes = b"") -> Completion:
-        """Carry the command out with the driver's data area of ``size`` bytes (``data_out``
-        when it goes to the device); the sense data of a failure is fetched as autosense."""
+    def run(self, size: int, area: DataArea | bytes = b"") -> Completion:
+        """Carry the command out with the driver's data area of ``size`` bytes: a DataArea, or
+        the bytes going to the device (then what comes back is the Completion's ``data``).
+        The sense data of a failure is fetched as autosense."""
+        own = not hasattr(area, "read")
+        if own:
+            area = BufferArea(area, size)
         try:
-            outcome = self._dispatch(size, data_out)
+            outcome = self._dispatch(size, area)
         except CheckCondition as failure:
             outcome = Outcome(CHECK_CONDITION, failure.sense)
-        return self._complete(outcome, size)
+        completion = self._complete(outcome, size, area)
+        if own and completion.status == GOOD and self.mode == op.XFER_FROM_DEV:
+            completion.data = bytes(area.data[:completion.moved])
+        return completion
 
     def _clear_unit_attention(self) -> None:
         """A command that completes clears a pending unit attention of its unit, as QEMU 7.2 does
@@ -198,7 +237,7 @@ class Request:
             return
         holder.unit_attention = sn.NO_SENSE_CODE
 
-    def _dispatch(self, size: int, data_out: bytes) -> Outcome:
+    def _dispatch(self, size: int, area: DataArea) -> Outcome:
         if self.kind == _INVALID_OPCODE:
             raise CheckCondition(sn.INVALID_OPCODE)
         if self.kind == _INVALID_FIELD:
@@ -207,9 +246,9 @@ class Request:
             raise CheckCondition(self.fetched)
         if self.kind == _TARGET:
             return self.bus.target_command(self)
-        return self.device.execute(self.command, size, data_out)
+        return self.device.execute(self.command, size, area)
 
-    def _complete(self, outcome: Outcome, size: int) -> Completion:
+    def _complete(self, outcome: Outcome, size: int, area: DataArea) -> Completion:
         device = self.device
         stored = outcome.sense.fixed() if outcome.status != GOOD and outcome.sense is not None else b""
         device.sense = stored
@@ -221,19 +260,20 @@ class Request:
                 device.unit_attention_reported()
                 device.sense, device.sense_is_ua = b"", False
             return Completion(outcome.status, sense=stored)
+        moved = 0
         if outcome.block_io:
             residual = self.xfer - size
-            data = outcome.data or b""
+            moved = outcome.consumed or 0
         elif outcome.data is not None and self.mode == op.XFER_FROM_DEV and outcome.data:
             data = outcome.data[:size]
-            residual = size - len(data)
+            area.write(0, data)
+            moved = len(data)
+            residual = size - moved
         elif outcome.consumed:
-            data = b""
             residual = size - min(outcome.consumed, size)
         else:
-            data = b""
             residual = self.xfer
-        return Completion(GOOD, data=data, residual=residual)
+        return Completion(GOOD, residual=residual, moved=moved)
 
 
 @dataclass

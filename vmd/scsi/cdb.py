@@ -192,17 +192,17 @@ class Command:
 
 
 def parse(cdb: bytes, device_type: int, block_size: int) -> Command | None:
-    """The command in ``cdb`` for a disk or CD-ROM of ``block_size``; None when its group has no length.
+    """The command in ``cdb`` for a disk or CD-ROM of ``block_size``; None when its group has no
+    length or ``cdb`` is shorter than that (a virtio driver may shrink its CDB field).
 
-    ``cdb`` may be longer than the command (a virtio request carries 32 bytes); shorter is padded
-    with zeroes, as a driver's unused CDB bytes are.
+    ``cdb`` may be longer than the command: a virtio request carries 32 bytes.
     """
     if not cdb:
         return None
     length = cdb_length(cdb[0])
-    if length is None:
+    if length is None or len(cdb) < length:
         return None
-    raw = bytes(cdb[:length]).ljust(length, b"\0")
+    raw = bytes(cdb[:length])
     xfer = _transfer_length(raw, device_type, block_size)
     if xfer == 0:
         mode = XFER_NONE

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from vmd.scsi import cdb as op
 from vmd.scsi import sense as sn
-from vmd.scsi.bus import HW_VERSION, CheckCondition, Outcome, ScsiDevice, UNSET
+from vmd.scsi.bus import HW_VERSION, UNSET, CheckCondition, DataArea, Outcome, ScsiDevice
 from vmd.scsi.cdb import Command
 
 log = logging.getLogger("vmd.scsi")
@@ -31,6 +31,8 @@ MAX_EMULATED_TRANSFER = 65536
 MAX_INQUIRY_LEN = 256
 #: WRITE SAME writes its pattern in pieces of at most this many bytes
 WRITE_SAME_CHUNK = 512 * 1024
+#: READ and WRITE move their data area in pieces of this many bytes
+TRANSFER_CHUNK = 1 << 20
 #: a medium of more 512-byte sectors than an 80-minute CD is a DVD
 CD_MAX_SECTORS = 80 * 60 * 75 * 2048 // SECTOR
 PROFILE_NONE = 0x0000
@@ -128,7 +130,6 @@ class DiskSettings:
     quirks: int = 0
     #: the largest transfer the image takes in one request (QEMU: INT_MAX rounded to 512)
     max_transfer: int = (1 << 31) - 512
-    extra: dict = field(default_factory=dict)
 
 
 class ScsiDisk(ScsiDevice):
@@ -189,13 +190,13 @@ class ScsiDisk(ScsiDevice):
                 log.warning("scsi: flush failed: %s", err)
 
     # -- dispatch ---------------------------------------------------------------------------------
-    def execute(self, command: Command, size: int, data_out: bytes) -> Outcome:
+    def execute(self, command: Command, size: int, area: DataArea) -> Outcome:
         code = command.opcode
         if code in _READS or code in _WRITES:
-            return self._block_io(command, size, data_out)
-        return self._emulate(command, size, data_out)
+            return self._block_io(command, size, area)
+        return self._emulate(command, size, area)
 
-    def _emulate(self, command: Command, size: int, data_out: bytes) -> Outcome:
+    def _emulate(self, command: Command, size: int, area: DataArea) -> Outcome:
         code = command.opcode
         if code not in _WITHOUT_MEDIUM and not self.available:
             raise CheckCondition(sn.NO_MEDIUM)
@@ -209,7 +210,7 @@ class ScsiDisk(ScsiDevice):
             return Outcome()
         if command.mode == op.XFER_TO_DEV:
             # the parameter data arrives, then the command looks at it
-            parameters = bytes(data_out[:command.xfer]).ljust(command.xfer, b"\0")
+            parameters = area.read(0, command.xfer).ljust(command.xfer, b"\0")
             apply = self._PARAMETERS.get(code)
             if apply is not None:
                 apply(self, command, parameters)
@@ -222,7 +223,7 @@ class ScsiDisk(ScsiDevice):
         end = lba + blocks
         return end < 1 << 64 and end <= (self.max_lba + 1) & _U64
 
-    def _block_io(self, command: Command, size: int, data_out: bytes) -> Outcome:
+    def _block_io(self, command: Command, size: int, area: DataArea) -> Outcome:
         if not self.available:
             raise CheckCondition(sn.NO_MEDIUM)
         code = command.opcode
@@ -240,14 +241,21 @@ class ScsiDisk(ScsiDevice):
         length = _dma_length(size)
         fua = code in _ALWAYS_FUA or (code in _FUA_CAPABLE and command.cdb[1] & 0x08)
         try:
-            if writing:
-                self.image.write(offset, bytes(data_out[:length]))
-                if fua or not self.write_cache:
-                    self.image.flush()
-                return Outcome(block_io=True, consumed=size)
-            if fua:
+            if offset + length > self.image.size:
+                # a data area larger than the transfer reaches past the image: the block layer
+                # refuses the whole request
+                raise ValueError(f"{length} bytes at {offset} pass the end of the image")
+            if not writing and fua:
                 self.flush()
-            return Outcome(data=self.image.read(offset, length), block_io=True)
+            for pos in range(0, length, TRANSFER_CHUNK):
+                piece = min(TRANSFER_CHUNK, length - pos)
+                if writing:
+                    self.image.write(offset + pos, area.read(pos, piece))
+                else:
+                    area.write(pos, self.image.read(offset + pos, piece))
+            if writing and (fua or not self.write_cache):
+                self.image.flush()
+            return Outcome(block_io=True, consumed=length)
         except Exception as err:  # noqa: BLE001 - a host I/O error fails the command, not the device
             log.debug("scsi: %s of %d bytes at %d failed: %s", "write" if writing else "read", size, offset, err)
             raise CheckCondition(sn.IO_ERROR) from None

@@ -16,7 +16,6 @@ driver resets it.
 from __future__ import annotations
 
 import logging
-import struct
 from dataclasses import dataclass
 
 from vmd.scsi import cdb as op
@@ -82,8 +81,6 @@ T_EVENTS_MISSED = 0x80000000
 EVT_RESET_HARD = 0
 EVT_RESET_RESCAN = 1
 EVT_RESET_REMOVED = 2
-#: the queue limit of the virtio-ccw transport, less the control and event queues
-MAX_REQUEST_QUEUES = 1024 - FIXED_QUEUES
 
 
 @dataclass
@@ -241,10 +238,8 @@ class VirtioScsi(VirtioBackend):
 
     def _submit(self, ready: _Prepared) -> None:
         queue = ready.queue
-        data_out = queue.gather(ready.data_out) if ready.data_out else b""
-        completion = ready.request.run(ready.data_size, data_out)
-        if completion.data:
-            queue.scatter(ready.data_in, completion.data)
+        area = _GuestArea(queue, ready.data_out or ready.data_in)
+        completion = ready.request.run(ready.data_size, area)
         sense = b""
         if completion.status != GOOD:
             sense = completion.sense[:max(0, ready.response_size - RESPONSE_HEADER)]
@@ -351,6 +346,22 @@ class VirtioScsi(VirtioBackend):
         queue.push(chain, _size(data_out) + _size(data_in) + EVENT_SIZE)
         if notify and queue.needs_interrupt(old_used):
             self.notify(queue.index)
+
+
+class _GuestArea:
+    """A request's data area in guest storage, by offset (the driver's buffers in order)."""
+
+    def __init__(self, queue: Virtqueue, areas: list[tuple[int, int]]):
+        self.queue, self.areas = queue, areas
+
+    def _span(self, offset: int, length: int) -> list[tuple[int, int]]:
+        return _take(_skip(self.areas, offset), length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.queue.gather(self._span(offset, length))
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.queue.scatter(self._span(offset, len(data)), data)
 
 
 def _lun_number(lun: bytes) -> int:

@@ -219,6 +219,8 @@ class ScsiHd(ScsiDiskModel):
             logical, physical = self._block_sizes(logical, physical)
         if drive is None:
             raise GenericError("drive property not set")
+        if self.node is None and not p.removable:  # a -drive without a medium
+            raise GenericError("Device needs media, but drive is empty")
         if p.cyls or p.heads or p.secs:
             if not 1 <= p.cyls <= 65535:
                 raise GenericError("cyls must be between 1 and 65535")
@@ -246,6 +248,8 @@ class ScsiHd(ScsiDiskModel):
             return p.cyls, p.heads, p.secs
         from vmd.virtio.blk import guess_geometry
 
+        if self.node is None:  # a removable disk without a medium
+            return guess_geometry(0)
         sectors = self.node.size // 512
         try:
             first = self.node.read(0, 512) if self.node.size >= 512 else b""
