@@ -21,7 +21,7 @@ from test_guests_qemu import prepare_files
 
 GUESTS = ROOT / "guests"
 #: guests whose transcripts vmd must reproduce today
-RUNNING = ["hello", "pgm", "timer", "ccw", "sigp", "virtio", "stsi", "vserial", "scsi"]
+RUNNING = ["hello", "pgm", "timer", "ccw", "sigp", "virtio", "stsi", "vserial", "scsi", "conin"]
 
 
 def run_guest(name: str, *extra: str, timeout: float = 60, cwd=ROOT) -> subprocess.CompletedProcess:

@@ -177,6 +177,27 @@ def test_async_stops_never_split_an_instruction(m):
     assert m.memory.u32(counter) == 3_000_000
 
 
+def test_a_slice_ends_even_when_its_first_stop_is_lost(m):
+    """Unicorn drops an emu_stop that lands before emu_start has set the run up. The slicer
+    repeats its stop until the run is over, so a slice stays bounded: here the first stop is
+    dropped on purpose, and a loop of 10^9 ASIs must still end within its first run."""
+    cpu = m.cpus[0]
+    counter = 0x8000
+    m.memory.write(counter, bytes(4))
+    m.memory.write(CODE, bytes.fromhex(ASI_LOOP + LPSWE_R6))
+    cpu.engine.set_gpr(2, counter)
+    cpu.engine.set_gpr(3, 1_000_000_000)
+    cpu.engine.set_gpr(6, WAIT_PSW_AT)
+    cpu.load_psw(PSW_64, CODE)
+    cpu.engine.run(1)  # starts the slicer thread
+    slicer, dropped = m.engine._slicer, []
+    stop = slicer._stop_engine
+    slicer._stop_engine = lambda: dropped.append(True) if not dropped else stop()
+    cpu.engine.run(1000)
+    assert dropped and not cpu.waiting
+    assert m.memory.u32(counter) < 1_000_000_000
+
+
 def test_runner_takes_busy_cpus_in_turn(m):
     """CPU 0 spins on a flag that CPU 1 sets after a long busy loop: only the runner's time
     slices let CPU 1 finish, and CPU 0 then sees the flag (no SIGP, no interruption involved)."""

@@ -291,3 +291,193 @@ def test_unmapped_operand_is_a_page_translation_exception_with_its_tec(machine):
     assert struct.unpack(">HH", cpu.memory.read(arch.LC_PGM_ILC, 4)) == (4, dat.PGM_PAGE_TRANSLATION)
     assert cpu.memory.u64(arch.LC_PGM_OLD_PSW + 8) == CODE  # nullified: the old PSW names the STIDP
     assert cpu.memory.u64(0xA8) == 0x105000 | dat.TEC_STORE | dat.ASC_HOME
+
+
+# -- the DAT instructions a kernel issues (as QEMU 7.2 carries them out) -------------------------------
+LG_R7 = "e37020000004"   # lg %r7,0(%r2): a guest load, translated by the engine (its TLB)
+LG_R8 = "e38020000004"   # lg %r8,0(%r2)
+IPTE = "b2210045"        # ipte %r4,%r5
+IDTE = "b98e0045"        # idte %r4,%r0,%r5
+CSPG = "b98a0041"        # cspg %r4,%r1: compare R4, swap in R5, the operand at R1
+LRA = "b1402000"         # lra %r4,0(%r2)
+LRAG = "e34020000003"    # lrag %r4,0(%r2)
+STURG = "b9250054"       # sturg %r5,%r4
+LURAG = "b9050074"       # lurag %r7,%r4
+IPM_R9 = "b2220090"      # ipm %r9: the condition code into bits 34-35
+
+
+def _pgm(cpu) -> tuple[int, int]:
+    """(program-interruption code, old PSW address) of the last program interruption."""
+    return cpu.memory.read(arch.LC_PGM_ILC + 2, 2)[1], cpu.memory.u64(arch.LC_PGM_OLD_PSW + 8)
+
+
+@needs_engine
+def test_ipte_invalidates_the_entry_and_purges_the_engine_tlb(machine):
+    cpu = machine
+    cpu.memory.put_u64(0x301008, 0xFEED)
+    _run(cpu, LG_R7 + IPTE + LG_R8, r2=0x101008, r4=PAGE_TABLE + 0x800, r5=0x101000, r8=0)
+    assert cpu.engine.gpr(7) == 0xFEED                          # mapped before
+    assert cpu.memory.u64(PAGE_TABLE + 0x808) == 0x301000 | dat.PAGE_INVALID
+    assert cpu.psw()[1] == 0xDEAD and _pgm(cpu) == (dat.PGM_PAGE_TRANSLATION, CODE + 10)
+    assert cpu.engine.gpr(8) == 0                               # the second load did not run
+
+
+@needs_engine
+def test_idte_invalidates_segment_entries(machine):
+    cpu = machine
+    # segment index 1 (virtual 0x100000), one entry (R2 bits 53-63 = 0)
+    _run(cpu, LG_R7 + IDTE + LG_R8, r2=0x101008, r4=SEGMENT_TABLE | 3, r5=0x100000)
+    assert cpu.memory.u64(SEGMENT_TABLE + 8) == PAGE_TABLE + 0x800 | dat.SEGMENT_INVALID
+    assert cpu.memory.u64(SEGMENT_TABLE) == PAGE_TABLE                 # its neighbour stays
+    assert cpu.psw()[1] == 0xDEAD and _pgm(cpu) == (dat.PGM_SEGMENT_TRANSLATION, CODE + 10)
+
+
+@needs_engine
+def test_cspg_swaps_and_purges(machine):
+    cpu = machine
+    entry = PAGE_TABLE + 0x808                                  # the PTE of virtual 0x101000
+    # equal: the entry R1 designates gets R5; R1's rightmost bit asks for the purge, so the
+    # engine's translation of the page is gone
+    _run(cpu, LG_R7 + CSPG + LG_R8, r2=0x101008, r4=0x301000, r5=0x301000 | dat.PAGE_INVALID,
+         r1=entry | 1, r8=0)
+    assert cpu.memory.u64(entry) == 0x301000 | dat.PAGE_INVALID
+    assert _pgm(cpu) == (dat.PGM_PAGE_TRANSLATION, CODE + 10) and cpu.engine.gpr(8) == 0
+
+
+@needs_engine
+def test_cspg_compares(machine):
+    cpu = machine
+    entry = PAGE_TABLE + 0x808
+    cpu.memory.put_u64(entry, 0x301000)
+    # unequal: cc 1, R4 gets the entry, storage unchanged
+    cpu.engine.set_gpr(5, 0x12345)
+    _run(cpu, CSPG + IPM_R9, r4=0x999000, r1=entry)
+    assert cpu.psw()[1] == 0
+    assert cpu.engine.gpr(4) == 0x301000 and (cpu.engine.gpr(9) >> 28) & 3 == 1
+    assert cpu.memory.u64(entry) == 0x301000
+    # equal, no purge bit: cc 0, R5 stored
+    _run(cpu, CSPG + IPM_R9, r4=0x301000, r5=0x302000, r1=entry)
+    assert cpu.memory.u64(entry) == 0x302000 and (cpu.engine.gpr(9) >> 28) & 3 == 0
+    # an odd R1 is a specification exception
+    _run(cpu, "b98a0051", r1=entry)
+    assert _pgm(cpu) == (arch.PGM_SPECIFICATION, CODE + 4)
+
+
+@needs_engine
+def test_lra_translates_or_reports_the_exception(machine):
+    cpu = machine
+    _run(cpu, LRAG + IPM_R9, r2=0x102345)
+    assert cpu.engine.gpr(4) == 0x302345 and (cpu.engine.gpr(9) >> 28) & 3 == 0
+    _run(cpu, LRA + IPM_R9, r2=0x105000)              # invalid page: cc 3, the code in R1
+    assert cpu.psw()[1] == 0
+    assert cpu.engine.gpr(4) == 0x80000000 | dat.PGM_PAGE_TRANSLATION and (cpu.engine.gpr(9) >> 28) & 3 == 3
+    assert cpu.memory.u64(0xA8) == 0                  # no exception: no TEC stored
+
+
+@needs_engine
+def test_sturg_and_lurag_use_real_addresses(machine):
+    cpu = machine
+    _run(cpu, STURG + LURAG, r4=0x101010, r5=0xABCD_EF01_2345_6789)
+    assert cpu.memory.u64(0x101010) == 0xABCD_EF01_2345_6789      # real 0x101010, not the frame
+    assert cpu.memory.u64(0x301010) == 0
+    assert cpu.engine.gpr(7) == 0xABCD_EF01_2345_6789
+    _run(cpu, STURG, r4=0x101014)                                  # not on a doubleword
+    assert _pgm(cpu) == (arch.PGM_SPECIFICATION, CODE + 4)
+
+
+@needs_engine
+def test_vmd_stores_drop_code_that_runs_under_another_address(machine):
+    """vmd's own stores (here: a loader's) invalidate translated code by absolute address: the
+    frame at 0x300000 runs as virtual 0x100000."""
+    cpu = machine
+    for imm in (1, 7):
+        cpu.memory.write(0x300000, bytes.fromhex("a729") + struct.pack(">H", imm) + bytes.fromhex(LPSWE_WAIT))
+        cpu.engine.set_gpr(6, WAIT_PSW_AT)
+        cpu.load_psw(PSW_DAT_HOME, 0x100000)
+        cpu.engine.run(2_000_000)
+        assert cpu.waiting and cpu.engine.gpr(2) == imm
+    assert cpu.memory.u64(0xA8) == 0
+
+
+@needs_engine
+def test_dat_off_operands_read_no_control_register(machine):
+    """With DAT off an emulated instruction's operand costs what it did before DAT: no control
+    register is read for it, and the PSW is read once per trap (with the interruption codes)."""
+    cpu = machine
+    reads = {"cr": 0, "psw": 0}
+    engine = cpu.engine
+    real = {name: getattr(engine, name) for name in ("cr", "psw", "trap_state")}
+
+    def counting(name, kind):
+        def read(*args):
+            reads[kind] += 1
+            return real[name](*args)
+        return read
+    engine.cr, engine.psw, engine.trap_state = (counting("cr", "cr"), counting("psw", "psw"),
+                                                counting("trap_state", "psw"))
+    try:
+        cpu.memory.write(CODE, bytes.fromhex(STIDP_R2 * 8 + STCTG_R2 + LPSWE_WAIT))
+        for n, value in {2: 0x8000, 6: WAIT_PSW_AT}.items():
+            engine.set_gpr(n, value)
+        cpu.memory.write(WAIT_PSW_AT, struct.pack(">QQ", arch.PSW_64BIT | arch.PSW_WAIT | arch.PSW_EXT, 0))
+        cpu.load_psw(arch.PSW_64BIT, CODE)
+        reads.update(cr=0, psw=0)
+        engine.run(2_000_000)
+    finally:
+        for name, method in real.items():
+            setattr(engine, name, method)
+    assert cpu.waiting and cpu.memory.u64(0x8000) == engine.cr(9)
+    assert reads == {"cr": 1, "psw": 10}   # STCTG's CR9 itself; 10 traps
+
+
+MVCOS = "c85020004000"   # mvcos 0(%r2),0(%r4),%r5
+OAC1_PRIMARY = 0x0001 << 16   # R0: operand 1 in the primary space (AS 00, A valid)
+
+
+@pytest.fixture
+def primary_space(machine):
+    """The primary space (CR1) maps virtual 0x100000 + n pages to frames 0x380000 + n (n < 2);
+    the home space maps them to 0x300000 + n."""
+    segment_table, page_table = 0x40000, 0x48000
+    machine.memory.write(page_table, struct.pack(">QQ", 0x380000, 0x381000)
+                         + struct.pack(">Q", dat.PAGE_INVALID) * 254)
+    machine.memory.write(segment_table, struct.pack(">Q", dat.SEGMENT_INVALID) * 2048)
+    machine.memory.put_u64(segment_table + 8, page_table)
+    machine.engine.set_cr(1, segment_table | 3)
+    return machine
+
+
+@needs_engine
+def test_mvcos_moves_from_the_home_space_to_the_primary(primary_space):
+    """The kernel's copy_to_user: operand 1 in the primary (user) space, operand 2 in the PSW's
+    (home) space, the length in R3; across a page boundary of each."""
+    cpu = primary_space
+    data = bytes(range(64))
+    cpu.memory.write(0x300FE0, data)
+    _run(cpu, MVCOS + IPM_R9, r0=OAC1_PRIMARY, r2=0x100FF0, r4=0x100FE0, r5=len(data))
+    assert cpu.psw()[1] == 0 and (cpu.engine.gpr(9) >> 28) & 3 == 0
+    assert cpu.memory.read(0x380FF0, 16) + cpu.memory.read(0x381000, 48) == data
+    assert cpu.memory.read(0x300FF0, 16) == data[16:32]          # the home space's frame unchanged
+
+
+@needs_engine
+def test_mvcos_moves_at_most_4096_bytes(primary_space):
+    cpu = primary_space
+    cpu.memory.write(0x300000, b"\x5A" * 0x2000)
+    _run(cpu, MVCOS + IPM_R9, r0=OAC1_PRIMARY, r2=0x100000, r4=0x100000, r5=5000)
+    assert (cpu.engine.gpr(9) >> 28) & 3 == 3
+    assert cpu.memory.read(0x380000, 4097) == b"\x5A" * 4096 + b"\0"
+
+
+@needs_engine
+def test_mvcos_page_fault_names_the_space_and_stores_nothing(primary_space):
+    """A user page not mapped yet: a page-translation exception whose TEC names the primary
+    space, the MVCOS nullified (the kernel maps the page and runs it again), nothing stored."""
+    cpu = primary_space
+    cpu.memory.write(0x300FF0, b"\x77" * 0x20)
+    _run(cpu, MVCOS, r0=OAC1_PRIMARY, r2=0x101FF0, r4=0x100FF0, r5=0x20)
+    assert cpu.psw()[1] == 0xDEAD
+    assert struct.unpack(">HH", cpu.memory.read(arch.LC_PGM_ILC, 4)) == (6, dat.PGM_PAGE_TRANSLATION)
+    assert cpu.memory.u64(arch.LC_PGM_OLD_PSW + 8) == CODE
+    assert cpu.memory.u64(0xA8) == 0x102000 | dat.TEC_STORE | dat.ASC_PRIMARY
+    assert cpu.memory.read(0x381FF0, 16) == bytes(16)

@@ -67,6 +67,8 @@ GUESTS: dict[str, list[str]] = {
              "-device", "scsi-hd,drive=script,scsi-id=2,lun=5,vendor=VMDVENDORX,product=SCRIPT,ver=1.23456,"
                         "wwn=0x5000c50015ea71ac,port_wwn=0x5000c50015ea71ad,port_index=3,rotation_rate=1,"
                         "removable=on,dpofua=on"],
+    # without a loadparm it reads nothing: tests/test_sclp_console.py types lines at it
+    "conin": [],
 }
 
 TIMEOUT = 60

@@ -158,9 +158,11 @@ CCW_MODELS = ["virtio-net-ccw", "virtio-blk-ccw", "virtio-scsi-ccw", "virtio-rng
               "virtio-keyboard-ccw", "virtio-mouse-ccw", "virtio-tablet-ccw", "virtio-serial-ccw",
               "virtio-balloon-ccw", "virtio-crypto-ccw", "virtio-9p-ccw", "vhost-vsock-ccw",
               "vhost-user-fs-ccw", "vhost-scsi-ccw"]
+#: the operator consoles on the SCLP's events bus (devices/models/sclp_console.py)
+SCLP_EVENT_MODELS = ["sclpconsole", "sclplmconsole"]
 
 
-@pytest.mark.parametrize("model", CCW_MODELS)
+@pytest.mark.parametrize("model", CCW_MODELS + SCLP_EVENT_MODELS)
 def test_device_help_matches_qemu(qemu_binary, model):
     """Property names, types, descriptions and defaults as QEMU 7.2 lists them.
 

@@ -902,6 +902,8 @@ class _Parser:
         self.monitor_index = 0
         self.serials: list[tuple[str, str]] = []
         self.serial_monitors: list[dict[str, Any]] = []
+        #: a monitor option was given, "-monitor none" too: no default monitor (with_default_consoles)
+        self.monitor_given = False
         self.devices: list[dict[str, Any]] = []
         self.json_devices: list[dict[str, Any]] = []
         self.device_ids: set[str] = set()
@@ -1057,10 +1059,12 @@ class _Parser:
         self.chardevs.append(_Chardev(ident, values, option))
 
     def opt_mon(self, arg: str, option: str) -> None:
+        self.monitor_given = True
         ident, values = self.opts(LIST_MON, arg, option, known_ids=self.monitor_ids)
         self.monitors.append({"values": values, "origin": option, "ident": ident})
 
     def _monitor(self, arg: str, option: str, mode: str, pretty: bool) -> None:
+        self.monitor_given = True
         if arg.startswith("chardev:"):
             label = arg[len("chardev:"):]
         else:
@@ -1082,6 +1086,7 @@ class _Parser:
         self._monitor(arg, option, "control", True)
 
     def opt_monitor(self, arg: str, option: str) -> None:
+        self.monitor_given = True
         if not arg.startswith("none"):  # QEMU compares the first four characters only
             self._monitor(arg, option, "readline", False)
 
@@ -1361,6 +1366,12 @@ class _Parser:
                            ("netdev", self.netdevs), ("object", self.objects), ("global", self.globals)):
             if items:
                 raw[key] = items
+        # -serial (even "none") and the monitor options turn QEMU's -nographic consoles off, so
+        # the configuration says they were given although they add nothing
+        if self.serials:
+            raw.setdefault("serial", serial)
+        if self.monitor_given:
+            raw.setdefault("monitor", monitors)
         return raw
 
     def _check_boot(self, boot: dict[str, Any]) -> None:
@@ -2232,6 +2243,58 @@ def build_config(parsed: ParsedCommandLine, *, check_devices: bool = True):
             except VmdError as err:
                 raise CmdlineError(err.desc, dev.origin) from None
     return config
+
+
+# -- -nographic's consoles (QEMU's default serial and monitor) ---------------------------------------
+def with_default_consoles(config):
+    """The configuration with the consoles QEMU adds under -nographic: serial0 on ``mon:stdio``
+    (the VT220 console and a human monitor sharing stdin and stdout), on plain stdio when a
+    monitor option was given, or only a human monitor on stdio when -serial was.  -nodefaults
+    adds none, and neither does a machine with a display (vmd has no virtual consoles, QEMU's
+    "vc").
+
+    Decided when the machine is built rather than in the command line, so that a command line
+    without them still takes the start-up fast path (:func:`vmd.cli.quick_guest_settings`).
+
+    :raises CmdlineError: with QEMU's texts when stdio or the chardev id is taken.
+    """
+    if not config.nographic or config.nodefaults:
+        return config
+    default_serial = "serials" not in config.model_fields_set
+    default_monitor = "monitors" not in config.model_fields_set
+    if not (default_serial or default_monitor):
+        return config
+    from vmd.config import ChardevStdio, MonitorSpec
+
+    chardevs, monitors, serials = list(config.chardevs), list(config.monitors), list(config.serials)
+    ids = {c.id for c in chardevs}
+    stdio = next((c for c in chardevs if c.backend == "stdio"), None)
+    stdio_taken = "cannot use stdio by multiple character devices"
+    if default_serial:
+        spec = "mon:stdio" if default_monitor else "stdio"
+        after = f"could not connect serial device to character backend '{spec}'"
+        if "serial0" in ids:
+            raise _err(after, before=[(None, "Duplicate ID 'serial0' for chardev")])
+        if stdio is not None:
+            raise _err(after, before=[(None, stdio_taken)])
+        chardevs.append(ChardevStdio(id="serial0", mux=default_monitor, signal=not default_monitor))
+        serials.append("serial0")
+        if default_monitor:
+            monitors.append(MonitorSpec(chardev="serial0", mode="readline"))
+    else:
+        label = "compat_monitor0"  # no monitor option was given: the first compat monitor
+        if label in ids:
+            raise _err("parse error: stdio", before=[(None, f"Duplicate ID '{label}' for chardev")])
+        if stdio is not None:
+            if stdio.id in serials and stdio.origin:
+                # QEMU opens the monitor first: the -serial that wanted stdio is the one refused
+                given = stdio.origin.split(" ", 1)[-1]
+                raise _err(f"could not connect serial device to character backend '{given}'", stdio.origin,
+                           before=[(stdio.origin, stdio_taken)])
+            raise _err(stdio_taken)
+        chardevs.append(ChardevStdio(id=label))
+        monitors.append(MonitorSpec(chardev=label, mode="readline"))
+    return config.model_copy(update={"chardevs": chardevs, "monitors": monitors, "serials": serials})
 
 
 def effective_raw(parsed: ParsedCommandLine) -> dict[str, Any]:

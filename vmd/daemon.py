@@ -1,9 +1,12 @@
 """The composition root: builds the machine, the command registry and every endpoint.
 
 This is the only module that wires all layers together (docs/ARCHITECTURE.md).
-Start-up order is chosen for a fast path to the first socket: the machine and
-the QMP monitors come first, the HTTP API (aiohttp is the heaviest import)
-after QMP already answers.  systemd hears READY=1 once every socket listens.
+Start-up order is chosen for a fast path to the first socket and the guest's
+first instruction: the machine and the QMP monitors come first, the command
+registry is built when a command first needs it, the HTTP API (aiohttp is the
+heaviest import) after the machine runs.  A guest the CLI already started
+(:class:`vmd.cli.EarlyGuest`) is adopted by the machine.  systemd hears
+READY=1 once every socket listens.
 
 Lifecycle follows QEMU: the daemon runs in the foreground until ``quit``, a
 host signal (SIGTERM, SIGINT, SIGHUP: SHUTDOWN with reason host-signal) or a
@@ -20,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from vmd.api.commands import build_registry
-from vmd.api.registry import Context
+from vmd.api.registry import Context, Registry
+from vmd.cmdline import CmdlineError, with_default_consoles
 from vmd.config import Config
 from vmd.errors import ConfigError, VmdError
 from vmd.events import EventBus
@@ -41,16 +45,18 @@ class Services:
         return self._daemon.config
 
     def chardev_infos(self) -> list[dict]:
-        return [c.info() for c in self._daemon.chardevs.values()]
+        return [info for c in self._daemon.chardevs.values() for info in c.infos()]
 
 
 class Daemon:
-    def __init__(self, config: Config, early: Any = None):
+    def __init__(self, config: Config, early: Any = None, guest: Any = None):
         self.config = config
         #: the start-up fast path's listening sockets and greeted clients, by chardev id
         self.early_listeners, self.early_clients = early.handover() if early is not None else ({}, {})
+        #: the guest the CLI started before the daemon existed (vmd.cli.EarlyGuest), or None
+        self.guest = guest
         self.events = EventBus()
-        self.registry = build_registry()
+        self.registry = Registry(loader=build_registry)
         self.services = Services(self)
         self.chardevs: dict[str, Chardev] = {}
         self.machine: Machine | None = None
@@ -88,35 +94,50 @@ class Daemon:
             defer=loop.call_soon,
             request_exit=self.request_exit,
         )
+        if self.guest is not None:
+            machine.css = self.guest.css  # the running guest may have changed it already (CHSC)
         self.open_block_backends(machine)
+        self.config = with_default_consoles(self.config)  # -nographic's serial0 and monitor
         self.create_chardevs()
         machine.chardevs = self.chardevs  # the chardevs that virtio-serial ports name
-        self.cpu_model = self.resolve_cpu_model()  # QEMU sets the CPUs up before the devices
+        # QEMU sets the CPUs up before the devices; an early guest's were set up with its start
+        self.cpu_model = self.guest.cpu_model if self.guest is not None else self.resolve_cpu_model()
+        self.add_serial_consoles(machine)
         for spec in self.config.devices:
             try:
                 machine.add_device(spec.driver, spec.id, spec.bus, spec.props)
             except VmdError as err:
-                raise ConfigError(err.desc, option=spec.origin or f"-device {spec.driver}") from err
+                option = spec.origin or f"-device {spec.driver}"
+                # what QEMU reports on lines of their own before the error (SCLP event init)
+                before = [(option, line) for line in getattr(err, "reported", ())]
+                raise CmdlineError(err.desc, option, before=before) from err
         self.machine = machine
         # as in QEMU, every machine runs guest code: the -kernel image, or the firmware that IPLs
-        self.attach_execution(machine, loop)
+        if self.guest is None:
+            self.attach_execution(machine, loop)
         return machine
+
+    # -- the SCLP consoles of -serial (devices/models/sclp_console.py) --------------------------
+    SERIAL_CONSOLES = ("sclpconsole", "sclplmconsole")
+
+    def add_serial_consoles(self, machine: Machine) -> None:
+        """QEMU's machine puts a VT220 console on the first serial and a line-mode console on the
+        second, after the CPUs (/machine/unattached/device[N]) and before -device."""
+        for index, (driver, chardev) in enumerate(zip(self.SERIAL_CONSOLES, self.config.serials)):
+            path = f"/machine/unattached/device[{self.config.smp.cpus + index}]"
+            try:
+                machine.add_onboard_device(driver, path, {"chardev": chardev})
+            except VmdError as err:
+                in_use = f"Device '{chardev}' is in use"
+                # QEMU fails setting the property itself, which words it without the property
+                raise ConfigError(in_use if err.desc.endswith(in_use) else err.desc) from err
+    # --
 
     def resolve_cpu_model(self):
         """-cpu as QEMU 7.2 sets it up: its warnings once per CPU, its errors in QEMU's words."""
-        from vmd.cmdline import ConfigWarning
-        from vmd.cpu.models import CpuModelError, resolve_cpu_model
+        from vmd.cli import resolve_cpu_model
 
-        try:
-            model = resolve_cpu_model(self.config.cpu.model, self.config.cpu.features)
-        except CpuModelError as err:
-            for text in err.warnings:  # QEMU stops at the first CPU
-                print(ConfigWarning(text).render(), file=sys.stderr)
-            raise ConfigError(err.desc) from err
-        for _ in range(self.config.smp.cpus):
-            for text in model.warnings:
-                print(ConfigWarning(text).render(), file=sys.stderr)
-        return model
+        return resolve_cpu_model(self.config.cpu.model, self.config.cpu.features, self.config.smp.cpus)
 
     def open_block_backends(self, machine: Machine) -> None:
         """-blockdev nodes, then -drive images (QEMU's order), registered by node name or drive id."""
@@ -176,7 +197,12 @@ class Daemon:
             chardev.early_clients = self.early_clients.pop(spec.id, [])
             if spec.id in monitors:
                 chardev.frontend = "monitor"
+            chardev.quit_request = self._quit_from_terminal  # C-a x on a multiplexed chardev
             self.chardevs[spec.id] = chardev
+
+    def _quit_from_terminal(self) -> None:
+        if self.machine is not None:
+            self.machine.shutdown("host-qmp-quit", guest=False)
 
     async def open_chardevs(self) -> None:
         from vmd.proto.qmp import greeting
@@ -245,6 +271,10 @@ class Daemon:
             await self.open_chardevs()
             await self.wait_for_clients()
             machine.boot()
+            if self.guest is not None:  # running since before the machine existed: adopt it now
+                self.guest.adopt(machine, loop.call_soon_threadsafe)
+                for device in list(machine.devices.values()):  # the serial consoles
+                    machine.execution.attach_device(device)
             self.started.set()
             await self.start_http()
         except BaseException:
@@ -284,6 +314,8 @@ class Daemon:
             self.notifier.stopping()
         if self.machine is not None and self.machine.execution is not None:
             self.machine.execution.shutdown()
+        elif self.guest is not None:
+            self.guest.shutdown()
         if self.machine is not None:
             self.machine.block.close()
         if self._watchdog_task is not None:
@@ -295,17 +327,19 @@ class Daemon:
         await asyncio.sleep(0)  # let transports flush what close() queued
 
 
-def run(config: Config, early: Any = None) -> int:
+def run(config: Config, early: Any = None, guest: Any = None) -> int:
     """Run the daemon until it exits; returns the exit code.
 
     ``early`` is the start-up fast path's :class:`~vmd.transports.early_monitor.EarlyMonitor`,
-    whose sockets and clients the daemon takes over.
+    whose sockets and clients the daemon takes over; ``guest`` a :class:`vmd.cli.EarlyGuest`
+    already running, which the machine adopts.
     """
+    daemon = Daemon(config, early, guest)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        return asyncio.run(Daemon(config, early).run())
-    return uvloop.run(Daemon(config, early).run())
+        return asyncio.run(daemon.run())
+    return uvloop.run(daemon.run())
 
 
 def _spec_options(spec) -> dict:

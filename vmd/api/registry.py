@@ -139,10 +139,22 @@ def _depth(value: Any) -> int:
 
 
 class Registry:
-    """Name -> command.  ``dispatch`` is the only way any transport runs a command."""
+    """Name -> command.  ``dispatch`` is the only way any transport runs a command.
 
-    def __init__(self) -> None:
-        self.commands: dict[str, CommandSpec] = {}
+    ``loader`` (a function returning a Registry) supplies the commands on first use, so that
+    building every command's models stays off the daemon's start-up path.
+    """
+
+    def __init__(self, loader: Callable[[], "Registry"] | None = None) -> None:
+        self._commands: dict[str, CommandSpec] = {}
+        self._loader = loader
+
+    @property
+    def commands(self) -> dict[str, CommandSpec]:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            self._commands.update(loader().commands)
+        return self._commands
 
     def command(
         self,

@@ -31,12 +31,13 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 UNICORN_VERSION = "2.1.4"
 # sha256 of unicorn-2.1.4.tar.gz, the source distribution on PyPI.
 SDIST_SHA256 = "00567a70e323f749b419cd86bee4f9115beab7ebba32194581c090cbb7c59cff"
 # The value of the vmd_patch_version symbol the patch exports; bump both together.
-PATCH_VERSION = 2
+PATCH_VERSION = 3
 LIB_NAME = "libunicorn.so.2"  # the name the unicorn binding loads
 CMAKE_ARGS = (
     "-DUNICORN_ARCH=s390x",
@@ -188,6 +189,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         ("vmd_s390x_set_facilities", ctypes.c_int, (p, ctypes.c_char_p, size_t)),
         ("vmd_s390x_get_facilities", size_t, (p, ctypes.c_char_p, size_t)),
         ("vmd_s390x_get_intcodes", ctypes.c_int, (p, ctypes.POINTER(u32))),
+        ("vmd_s390x_trap_state", ctypes.c_int, (p, ctypes.POINTER(u64))),
+        ("vmd_invalidate_code", None, (p, u64, u64)),
     ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
@@ -246,3 +249,25 @@ def intcodes(uc) -> tuple[int, int, int, int]:
     out = (ctypes.c_uint32 * 4)()
     _check(_exports().vmd_s390x_get_intcodes(_handle(uc), out), "intcodes")
     return out[0], out[1], out[2], out[3]
+
+
+def trap_state_reader(uc) -> Callable[[], tuple[int, ...]]:
+    """A function returning (PSW mask, PSW address, program-interruption code, its ILC, SVC
+    number, SVC ILC) of this CPU in one call: what a trap handler reads first."""
+    fn, handle = _exports().vmd_s390x_trap_state, _handle(uc)
+    out = (ctypes.c_uint64 * 6)()
+
+    def read() -> tuple[int, ...]:
+        _check(fn(handle, out), "trap_state")
+        return tuple(out)
+    return read
+
+
+def code_invalidator(uc) -> Callable[[int, int], None]:
+    """A function dropping the translated code of an absolute range [start, end) of this
+    instance's storage (pages without code cost a lookup only)."""
+    fn, handle = _exports().vmd_invalidate_code, _handle(uc)
+
+    def invalidate(start: int, end: int) -> None:
+        fn(handle, start, end)
+    return invalidate

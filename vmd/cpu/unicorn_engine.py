@@ -128,6 +128,10 @@ def _address(ctx) -> int:
     return ctypes.cast(ctx.context, ctypes.c_void_p).value
 
 
+#: how often the slicer repeats its stop while the run it ends goes on
+STOP_RETRY_S = 0.001
+
+
 class _Slicer(threading.Thread):
     """Ends an engine run when its slice is over (one persistent thread per engine)."""
 
@@ -170,9 +174,11 @@ class _Slicer(threading.Thread):
                 if left > 0:
                     self._cond.wait(left)
                     continue
-                self._deadline = None
-                # a stop that lands just after the run ended is harmless: the next
-                # emu_start clears it, or it ends that slice a little early
+                # Unicorn drops a stop that lands before emu_start has set the run up (it
+                # clears the request there): keep stopping until the run is over and the
+                # engine disarms. A stop that lands just after the run ended is harmless:
+                # the next emu_start clears it, or it ends that slice a little early.
+                self._deadline = time.monotonic() + STOP_RETRY_S
                 self._stop_engine()
 
 
@@ -200,6 +206,8 @@ class UnicornEngine:
         self.uc.ctl_set_exits([])
         self.memory = memory
         memory.on_write.append(self.invalidate)
+        self._invalidate_code = libunicorn.code_invalidator(self.uc)
+        self.trap_state = libunicorn.trap_state_reader(self.uc)
         self.layout = EnvLayout(self.uc, regs)
         self._pristine = self.uc.context_save()  # a fresh CPU's registers
         self.cpus: list[CpuEngine] = []
@@ -280,9 +288,12 @@ class UnicornEngine:
 
     # -- storage and translation ------------------------------------------------------------
     def invalidate(self, address: int, length: int) -> None:
-        """Drop translated code for a range vmd wrote (loaders, DMA)."""
+        """Drop translated code for an absolute range vmd wrote (loaders, DMA, emulated stores).
+
+        Through the patch's export, which takes absolute addresses: Unicorn's ctl_remove_cache
+        translates its address through the running CPU's DAT tables."""
         if length > 0:
-            self.uc.ctl_remove_cache(address, address + length)
+            self._invalidate_code(address, address + length)
 
     def flush_tlb(self) -> None:
         self.uc.ctl(self.const.UC_CTL_TLB_FLUSH, self.const.UC_CTL_IO_WRITE)
@@ -318,6 +329,9 @@ class CpuEngine:
         self._buf = ctypes.c_uint64()
         self._buf_ref = ctypes.byref(self._buf)
         self.on_trap: Callable[[int], None] = lambda intno: None
+        #: counts control-register writes, so that what was derived from them can tell it is
+        #: current (only vmd writes them: every instruction that does traps)
+        self.cr_writes = 0
 
     @property
     def live(self) -> bool:
@@ -355,6 +369,7 @@ class CpuEngine:
 
     def set_cr(self, n: int, value: int) -> None:
         self._fast_write(self._cr[n], value & MASK64)
+        self.cr_writes += 1
 
     def ar(self, n: int) -> int:
         return self._regs.reg_read(self._ar[n])
@@ -391,9 +406,18 @@ class CpuEngine:
         self._fast_write(self._pswm, mask)
         self._fast_write(self._pc, address)
 
+    def set_psw_mask(self, mask: int) -> None:
+        """Change the PSW mask only (a condition code set by an emulated instruction)."""
+        self._fast_write(self._pswm, mask)
+
     def set_pc(self, address: int) -> None:
         """Move the instruction address only (the end of an emulated instruction)."""
         self._fast_write(self._pc, address)
+
+    def trap_state(self) -> tuple[int, int, int, int, int, int]:
+        """(PSW mask, PSW address, program interruption code, its ILC, SVC number, SVC ILC) of the
+        last trap, in one engine call (running CPU)."""
+        return self.engine.trap_state()
 
     def trap_codes(self) -> tuple[int, int, int, int]:
         """(program interruption code, its ILC, SVC number, SVC ILC) of the last trap (running CPU)."""

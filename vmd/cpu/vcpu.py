@@ -92,6 +92,19 @@ CR0_EDAT = arch.bit64(40)
 ASCE_OF_SPACE = {dat.ASC_PRIMARY: 1, dat.ASC_ACCESS_REGISTER: 1, dat.ASC_SECONDARY: 7, dat.ASC_HOME: 13}
 #: the translation-exception identification in the lowcore (real 168)
 LC_TRANS_EXC_CODE = 0xA8
+#: CR0 bit 37: the secondary-space control
+CR0_SECONDARY_SPACE = arch.bit64(37)
+#: the most bytes one MOVE WITH OPTIONAL SPECIFICATIONS moves
+MVCOS_MAX = 4096
+#: SET INTERRUPTION CONTROLS modes
+SIC_MODE_ALL = 0
+SIC_MODE_SINGLE = 1
+#: MONITOR CALL: the program-interruption code, and where the class and code go in the lowcore
+PGM_MONITOR_EVENT = 0x40
+LC_MONITOR_CLASS = 0x94
+LC_MONITOR_CODE = 0xB0
+#: low-address protection covers real 0-511 and 4096-4607: stores from here on never meet it
+LOW_ADDRESS_END = 4608
 #: translations vmd keeps per CPU for its own operand accesses (cleared when full)
 TLB_ENTRIES = 4096
 FACILITY_GUARDED_STORAGE = 133
@@ -163,8 +176,13 @@ class Vcpu:
     stop_order: int = 0
     instructions: int = 0
     traps: int = 0
-    #: the addressing-mode mask while a trapped instruction is emulated (None otherwise)
+    #: while a trapped instruction is emulated: the PSW mask it found, its addressing-mode mask,
+    #: and its DAT context once an operand access needed one (None otherwise)
+    _trap_mask: int | None = None
     _trap_amode: int | None = None
+    _trap_ctx: dat.Context | None = None
+    #: the last DAT context built, with what it was built from
+    _ctx_cache: tuple | None = None
     #: vmd's own translations for operand accesses: (space, ASCE, page, store) -> real frame;
     #: purged with the engine's TLB (LCTL, PTLB, IPTE, IDTE, CSP, SPX, a CPU switch of tables)
     tlb: dict = field(default_factory=dict)
@@ -181,6 +199,7 @@ class Vcpu:
         return mask, addr
 
     def load_psw(self, mask: int, addr: int) -> None:
+        self._trap_mask = self._trap_ctx = None  # later accesses see the new PSW
         self.problem_state = bool(mask & PSW_PROBLEM)
         self.engine.set_psw(mask | PSW_PROBLEM, addr)
         self.waiting = bool(mask & arch.PSW_WAIT)
@@ -270,9 +289,14 @@ class Vcpu:
             at = cut
         return out
 
+    def _unprefixed(self, real: int, length: int) -> bool:
+        """Whether prefixing leaves the whole real range where it is (the common case)."""
+        prefix = self.prefix
+        return prefix == 0 or (real >= 0x2000 and (real + length <= prefix or real >= prefix + 0x2000))
+
     def read_real(self, real: int, length: int) -> bytes:
         try:
-            if self.prefix == 0:
+            if self._unprefixed(real, length):
                 return self.memory.read(real, length)
             return b"".join(self.memory.read(a, n) for _, a, n in self._pieces(real, length))
         except AddressingError:
@@ -280,7 +304,7 @@ class Vcpu:
 
     def write_real(self, real: int, data: bytes) -> None:
         try:
-            if self.prefix == 0:
+            if self._unprefixed(real, len(data)):
                 self.memory.write(real, data)
                 return
             pieces = self._pieces(real, len(data))
@@ -292,15 +316,35 @@ class Vcpu:
             raise ProgramInterruption(arch.PGM_ADDRESSING) from None
 
     # -- logical addresses: DAT for the operands of emulated instructions ------------------------
+    def _psw_mask(self) -> int:
+        """The PSW mask operand accesses go by: the trapped instruction's, else the engine's."""
+        mask = self._trap_mask
+        return self.engine.psw()[0] if mask is None else mask
+
     def dat_context(self) -> dat.Context:
-        """What a translation needs from this CPU now (PSW DAT and address-space control, CRs)."""
-        mask = self.engine.psw()[0]
-        cr0 = self.engine.cr(0)
-        edat1 = bool(cr0 & CR0_EDAT) and _facility(self.facilities, FACILITY_EDAT1)
-        return dat.Context(bool(mask & arch.PSW_DAT), (mask & arch.PSW_ASC) >> 46,
-                           (cr0, self.engine.cr(1), 0, 0, 0, 0, 0, self.engine.cr(7), 0, 0, 0, 0, 0,
-                            self.engine.cr(13)),
-                           edat1, edat1 and _facility(self.facilities, FACILITY_EDAT2))
+        """What a translation needs from this CPU now (PSW DAT and address-space control, CRs);
+        computed once per trapped instruction."""
+        ctx = self._trap_ctx
+        if ctx is not None:
+            return ctx
+        mask = self._psw_mask()
+        # the last context serves as long as the PSW's DAT and space bits and the control
+        # registers (the engine counts their writes) stay the same
+        key = (mask & (arch.PSW_DAT | arch.PSW_ASC), self.engine.cr_writes, self.facilities)
+        cached = self._ctx_cache
+        if cached is not None and cached[0] == key:
+            ctx = cached[1]
+        else:
+            cr0 = self.engine.cr(0)
+            edat1 = bool(cr0 & CR0_EDAT) and _facility(self.facilities, FACILITY_EDAT1)
+            ctx = dat.Context(bool(mask & arch.PSW_DAT), (mask & arch.PSW_ASC) >> 46,
+                              (cr0, self.engine.cr(1), 0, 0, 0, 0, 0, self.engine.cr(7), 0, 0, 0, 0, 0,
+                               self.engine.cr(13)),
+                              edat1, edat1 and _facility(self.facilities, FACILITY_EDAT2))
+            self._ctx_cache = (key, ctx)
+        if self._trap_mask is not None:
+            self._trap_ctx = ctx
+        return ctx
 
     def _table_entry(self, address: int) -> int:
         try:
@@ -309,9 +353,9 @@ class Vcpu:
             raise dat.TranslationError(arch.PGM_ADDRESSING) from None
 
     def translate(self, logical: int, store: bool = False, ctx: dat.Context | None = None,
-                  asc: int | None = None) -> int:
-        """The real address of a logical one; an access exception (with its TEC in the lowcore)
-        becomes the program interruption."""
+                  asc: int | None = None, store_tec: bool = True) -> int:
+        """The real address of a logical one; an access exception (with its TEC in the lowcore,
+        unless ``store_tec`` is false) becomes the program interruption."""
         if ctx is None:
             ctx = self.dat_context()
         if not ctx.dat and not store:
@@ -325,7 +369,7 @@ class Vcpu:
         try:
             real = dat.translate(ctx, logical, self._table_entry, store=store, asc=asc)
         except dat.TranslationError as exc:
-            if exc.tec is not None:
+            if exc.tec is not None and store_tec:
                 self.lowcore_write(LC_TRANS_EXC_CODE, exc.tec.to_bytes(8, "big"))
             raise ProgramInterruption(exc.code) from None
         if ctx.dat:
@@ -334,7 +378,8 @@ class Vcpu:
             self.tlb[key] = real & ~0xFFF
         return real
 
-    def _logical_pieces(self, logical: int, length: int, store: bool) -> list[tuple[int, int]]:
+    def _logical_pieces(self, logical: int, length: int, store: bool,
+                        asc: int | None = None) -> list[tuple[int, int]]:
         """(real address, length) per page of a logical range; every page is translated (and
         checked) before any is accessed."""
         ctx = self.dat_context()
@@ -342,20 +387,41 @@ class Vcpu:
         out, at, left = [], logical, length
         while left > 0:
             n = min(left, 0x1000 - (at & 0xFFF))
-            out.append((self.translate(at & mask, store, ctx), n))
+            out.append((self.translate(at & mask, store, ctx, asc), n))
             at, left = (at + n) & mask, left - n
         return out
 
-    def read(self, logical: int, length: int) -> bytes:
-        """An operand fetch at a logical address (translated when the PSW has DAT on)."""
-        pieces = self._logical_pieces(logical, length, False)
+    def _real_span(self, logical: int, length: int, store: bool, asc: int | None = None) -> int | None:
+        """The real address of a logical range that lies in one page (DAT on) or does not
+        wrap (DAT off), so one translation covers it; None when the full path must decide."""
+        amode = self.addressing_mask()
+        at = logical & amode
+        if not self._psw_mask() & arch.PSW_DAT:
+            # DAT off: the logical address is the real one; stores that may meet low-address
+            # protection take the full path
+            return at if at + length - 1 <= amode and (not store or at >= LOW_ADDRESS_END) else None
+        if (at & 0xFFF) + length <= 0x1000:
+            return self.translate(at, store, asc=asc)
+        return None
+
+    def read(self, logical: int, length: int, asc: int | None = None) -> bytes:
+        """An operand fetch at a logical address (translated when the PSW has DAT on, in the
+        PSW's address space or in ``asc``)."""
+        real = self._real_span(logical, length, False, asc)
+        if real is not None:
+            return self.read_real(real, length)
+        pieces = self._logical_pieces(logical, length, False, asc)
         if len(pieces) == 1:
             return self.read_real(pieces[0][0], length)
         return b"".join(self.read_real(r, n) for r, n in pieces)
 
-    def write(self, logical: int, data: bytes) -> None:
+    def write(self, logical: int, data: bytes, asc: int | None = None) -> None:
         """An operand store at a logical address: translated, low-address and DAT protection."""
-        pieces = self._logical_pieces(logical, len(data), True)
+        real = self._real_span(logical, len(data), True, asc)
+        if real is not None:  # one piece: write_real stores all or nothing
+            self.write_real(real, data)
+            return
+        pieces = self._logical_pieces(logical, len(data), True, asc)
         for real, n in pieces:  # all or nothing: an addressing exception stores nothing
             for _, a, m in self._pieces(real, n):
                 if a + m > self.memory.size:
@@ -368,6 +434,7 @@ class Vcpu:
     def purge_tlb(self) -> None:
         """Drop this CPU's translations: the engine's TLB and vmd's own."""
         self.tlb.clear()
+        self._trap_ctx = None  # control registers may have changed (LCTL)
         self.engine.flush_tlb()
 
     def lowcore_write(self, offset: int, data: bytes) -> None:
@@ -632,38 +699,59 @@ class Vcpu:
     def on_trap(self, intno: int) -> None:
         """Engine callback (CPU thread): emulate a privileged instruction or deliver the exception."""
         self.traps += 1
-        mask, addr = self.engine.psw()
-        pgm_code, pgm_ilen, svc_code, svc_ilen = self.engine.trap_codes()
+        mask, addr, pgm_code, pgm_ilen, svc_code, svc_ilen = self.engine.trap_state()
         if intno == INTNO_SVC:
             self.svc_interruption(svc_code, svc_ilen or 2, addr)
             return
         if intno != INTNO_PGM:
             return
-        if pgm_code != arch.PGM_PRIVILEGED:
+        if pgm_code == arch.PGM_PRIVILEGED:
+            handlers = INSTRUCTIONS
+        elif pgm_code == arch.PGM_OPERATION:
+            handlers = ENGINE_GAPS
+        else:
             # the engine's own exception: its ILC (from the instruction, or 2 for a failed
             # instruction fetch, whose text cannot be read) and its TEC, already in the lowcore
             self.program_interruption(pgm_code, pgm_ilen or 2, addr)
             return
-        first = self.read(addr, 1)[0]
-        ilc = arch.ilc_of(first)
-        if pgm_code == arch.PGM_PRIVILEGED and (not self.problem_state or _unprivileged(self.read(addr, 2))):
-            amode = MASK64 if mask & arch.PSW_EA else (0x7FFFFFFF if mask & arch.PSW_BA else 0xFFFFFF)
-            self._trap_amode = amode
-            try:
-                text = self.read(addr, ilc)
-                handler = lookup(text)
-                if handler is None:
-                    log.debug("no emulation for privileged instruction %s at 0x%x", text.hex(), addr)
-                    raise ProgramInterruption(arch.PGM_OPERATION)
-                if handler(self, text) is not PSW_LOADED:
-                    self.engine.set_pc((addr + ilc) & amode)
-            except ProgramInterruption as exc:
-                self._trap_amode = None
-                self.program_interruption(exc.code, ilc, addr)
-            finally:
-                self._trap_amode = None
+        # The PSW as the instruction found it serves every operand access of the instruction
+        # (read once here, not per access); loading a new PSW drops it.
+        self._trap_mask = mask
+        self._trap_amode = amode = (MASK64 if mask & arch.PSW_EA else
+                                    (0x7FFFFFFF if mask & arch.PSW_BA else 0xFFFFFF))
+        try:
+            text = self._fetch(addr)
+        except ProgramInterruption:
+            # the engine fetched it; vmd's view must not differ, but if it does, the engine's
+            # exception stands
+            self._trap_mask = self._trap_amode = self._trap_ctx = None
+            self.program_interruption(pgm_code, pgm_ilen or 2, addr)
             return
-        self.program_interruption(pgm_code, ilc, addr)
+        ilc = len(text)
+        try:
+            if handlers is INSTRUCTIONS and self.problem_state and not _unprivileged(text):
+                raise ProgramInterruption(arch.PGM_PRIVILEGED)
+            handler = lookup(text, handlers)
+            if handler is None:
+                if handlers is INSTRUCTIONS:
+                    log.debug("no emulation for privileged instruction %s at 0x%x", text.hex(), addr)
+                raise ProgramInterruption(arch.PGM_OPERATION)
+            if handler(self, text) is not PSW_LOADED:
+                self.engine.set_pc((addr + ilc) & amode)
+        except ProgramInterruption as exc:
+            self._trap_mask = self._trap_amode = self._trap_ctx = None
+            self.program_interruption(exc.code, ilc, addr)
+        finally:
+            self._trap_mask = self._trap_amode = self._trap_ctx = None
+
+    def _fetch(self, addr: int) -> bytes:
+        """The text of the instruction at ``addr`` (its length from the first opcode byte)."""
+        room = 0x1000 - (addr & 0xFFF)  # a short fetch stays in the page (the next may be invalid)
+        head = self.read(addr, 6 if room >= 6 else room)
+        ilc = arch.ilc_of(head[0])
+        if ilc <= len(head):
+            return head[:ilc]
+        return head + self.read((addr + len(head)) & self._trap_amode, ilc - len(head))
 
 
 # -- instruction decoding -----------------------------------------------------------------
@@ -689,6 +777,20 @@ def _rsy_addr(cpu: Vcpu, text: bytes) -> int:
     return ((cpu.engine.gpr(b2) if b2 else 0) + disp) & cpu.addressing_mask()
 
 
+def _rx_addr(cpu: Vcpu, text: bytes) -> int:
+    """The second-operand address of an RX-format instruction (index + base + 12-bit displacement)."""
+    x2, b2 = text[1] & 0xF, text[2] >> 4
+    d2 = ((text[2] & 0xF) << 8) | text[3]
+    return ((cpu.engine.gpr(x2) if x2 else 0) + (cpu.engine.gpr(b2) if b2 else 0) + d2) & cpu.addressing_mask()
+
+
+def _rxy_addr(cpu: Vcpu, text: bytes) -> int:
+    """RXY: index + base + signed 20-bit displacement."""
+    x2 = text[1] & 0xF
+    index = cpu.engine.gpr(x2) if x2 else 0
+    return (index + _rsy_addr(cpu, text)) & cpu.addressing_mask()
+
+
 def _si_addr(cpu: Vcpu, text: bytes) -> int:
     b1 = text[2] >> 4
     d1 = ((text[2] & 0xF) << 8) | text[3]
@@ -701,9 +803,17 @@ def _aligned(addr: int, n: int) -> int:
     return addr
 
 
+def _replace_psw_mask(cpu: Vcpu, mask: int) -> None:
+    """A new PSW mask with the same problem state, wait bit and address (a condition code, a
+    system mask, a key): only the engine's mask is rewritten, and the trapped instruction's
+    view of it follows."""
+    cpu.engine.set_psw_mask(mask)
+    if cpu._trap_mask is not None:
+        cpu._trap_mask, cpu._trap_ctx = mask, None
+
+
 def _set_cc(cpu: Vcpu, cc: int) -> None:
-    mask, addr = cpu.engine.psw()
-    cpu.engine.set_psw((mask & ~arch.PSW_CC) | (cc << (63 - 19)), addr)
+    _replace_psw_mask(cpu, (cpu._psw_mask() & ~arch.PSW_CC) | (cc << (63 - 19)))
 
 
 def i_lpswe(cpu: Vcpu, text: bytes):
@@ -741,10 +851,10 @@ def i_ssm(cpu: Vcpu, text: bytes):
 
 def _system_mask_op(op: Callable[[int, int], int]):
     def handler(cpu: Vcpu, text: bytes):
-        mask, addr = cpu.psw()
+        mask = cpu._psw_mask()
         cpu.write(_si_addr(cpu, text), bytes([mask >> 56]))
         byte = op(mask >> 56, text[1])
-        cpu.load_psw((mask & ~(0xFF << 56)) | (byte << 56), addr)
+        _replace_psw_mask(cpu, (mask & ~(0xFF << 56)) | (byte << 56))  # only the system mask
         if byte & ~(mask >> 56) & SYSTEM_MASK_IO_EXT:
             cpu.recheck()
         return None
@@ -879,10 +989,223 @@ def i_rrbe(cpu, text):
     _set_cc(cpu, (key >> 1) & 3)
 
 
+def i_sckpf(cpu, text):
+    """SET CLOCK PROGRAMMABLE FIELD: R0 bits 48-63 (bits 32-47 must be zero)."""
+    value = cpu.engine.gpr(0)
+    if value & 0xFFFF0000:
+        raise ProgramInterruption(arch.PGM_SPECIFICATION)
+    cpu.todpr = value & 0xFFFF
+
+
+def _purge_all_tlbs(cpu: Vcpu) -> None:
+    """A purge every CPU of the configuration sees: the engine's TLB (one instance; a CPU that is
+    not running gets a flushed TLB when it next runs) and vmd's own translations of each CPU."""
+    for other in cpu.hooks.cpus or [cpu]:
+        other.tlb.clear()
+    cpu.purge_tlb()
+
+
+def i_ptlb(cpu, text):
+    cpu.purge_tlb()
+
+
+def _csp(cpu: Vcpu, text: bytes, width: int) -> None:
+    """COMPARE AND SWAP AND PURGE (CSP, CSPG): R1 against the operand R2 designates; equal: R1+1 is
+    stored, and the TLBs are purged when R2's rightmost bit is one.  cc 0 equal, 1 not (R1 gets
+    the operand).  The operand address is logical, as QEMU takes it."""
+    r1, r2 = text[3] >> 4, text[3] & 0xF
+    if r1 & 1:
+        raise ProgramInterruption(arch.PGM_SPECIFICATION)
+    value_mask = (1 << (8 * width)) - 1
+    reg2 = cpu.engine.gpr(r2)
+    addr = reg2 & ~(width - 1) & cpu.addressing_mask()
+    expected = cpu.engine.gpr(r1) & value_mask
+    current = int.from_bytes(cpu.read(addr, width), "big")
+    if current != expected:
+        cpu.engine.set_gpr(r1, (cpu.engine.gpr(r1) & ~value_mask) | current)
+        _set_cc(cpu, 1)
+        return
+    cpu.write(addr, (cpu.engine.gpr(r1 + 1) & value_mask).to_bytes(width, "big"))
+    if reg2 & 1:
+        _purge_all_tlbs(cpu)
+    _set_cc(cpu, 0)
+
+
+def i_csp(cpu, text):
+    _csp(cpu, text, 4)
+
+
+def i_cspg(cpu, text):
+    _csp(cpu, text, 8)
+
+
+def i_ipte(cpu, text):
+    """INVALIDATE PAGE TABLE ENTRY: R1 the page-table origin, R2 the page index (bits 44-51 of a
+    virtual address); the entry gets its invalid bit, then every CPU's TLB is purged (QEMU purges
+    it whole, so does vmd; the local-clearing M4 bit only narrows what must be purged)."""
+    r1, r2 = text[3] >> 4, text[3] & 0xF
+    entry_at = (cpu.engine.gpr(r1) & dat.SEGMENT_ORIGIN) + ((cpu.engine.gpr(r2) >> 12) & 0xFF) * 8
+    try:
+        cpu.memory.put_u64(entry_at, cpu.memory.u64(entry_at) | dat.PAGE_INVALID)
+    except AddressingError:
+        raise ProgramInterruption(arch.PGM_ADDRESSING) from None
+    _purge_all_tlbs(cpu)
+
+
+def i_idte(cpu, text):
+    """INVALIDATE DAT TABLE ENTRY (RRF-b: R3, M4, R1, R2).  Unless R2 bit 52 asks for clearing by
+    ASCE only, R2 bits 53-63 + 1 entries of the region or segment table R1 designates, from the
+    index of R2's virtual address at that level, get their invalid bit; then every TLB is purged
+    whole (which also covers the clearing by ASCE, so R3 and M4 change nothing)."""
+    r1, r2 = text[3] >> 4, text[3] & 0xF
+    designation, reg2 = cpu.engine.gpr(r1), cpu.engine.gpr(r2)
+    if reg2 & 0xFF000:  # bits 44-51 must be zero
+        raise ProgramInterruption(arch.PGM_SPECIFICATION)
+    if not reg2 & 0x800:
+        origin = designation & dat.REGION_ORIGIN
+        shift, _ = dat.LEVELS[(designation & dat.ASCE_TYPE) >> 2]
+        first = (reg2 >> shift) & 0x7FF
+        try:
+            for i in range((reg2 & 0x7FF) + 1):
+                at = origin + ((first + i) & 0x7FF) * 8
+                entry = cpu.memory.u64(at)
+                if not entry & dat.REGION_INVALID:
+                    cpu.memory.put_u64(at, entry | dat.REGION_INVALID)
+        except AddressingError:
+            raise ProgramInterruption(arch.PGM_ADDRESSING) from None
+    _purge_all_tlbs(cpu)
+
+
+def _lra(cpu: Vcpu, text: bytes, logical: int) -> None:
+    """LOAD REAL ADDRESS (QEMU's rules): the address translated in the PSW's address space, cc 0
+    and the real address in R1; on a translation exception cc 3 and R1 = 0x80000000 | the code.
+    With DAT off the address is its own real address."""
+    r1 = text[1] >> 4
+    mask = cpu._psw_mask()
+    if not mask & arch.PSW_EA and logical >> 32:
+        raise ProgramInterruption(dat.PGM_SPECIAL_OPERATION)
+    try:
+        real = cpu.translate(logical, store_tec=False)
+    except ProgramInterruption as exc:
+        cpu.engine.set_gpr(r1, 0x80000000 | exc.code)
+        _set_cc(cpu, 3)
+        return
+    cpu.engine.set_gpr(r1, real)
+    _set_cc(cpu, 0)
+
+
+def i_lra(cpu, text):
+    _lra(cpu, text, _rx_addr(cpu, text))
+
+
+def i_lray(cpu, text):  # LRAY and LRAG: RXY
+    _lra(cpu, text, _rxy_addr(cpu, text))
+
+
+def _real_operand(cpu: Vcpu, text: bytes, width: int) -> tuple[int, int]:
+    """(R1, real address in R2) of STURA/STURG/LURA/LURAG; the address must be aligned."""
+    r1, r2 = text[3] >> 4, text[3] & 0xF
+    addr = cpu.engine.gpr(r2) & cpu.addressing_mask()
+    if addr % width:
+        raise ProgramInterruption(arch.PGM_SPECIFICATION)
+    return r1, addr
+
+
+def _store_using_real(width: int):
+    def handler(cpu: Vcpu, text: bytes):
+        r1, addr = _real_operand(cpu, text, width)
+        cpu.write_real(addr, (cpu.engine.gpr(r1) & ((1 << (8 * width)) - 1)).to_bytes(width, "big"))
+    return handler
+
+
+def _load_using_real(width: int):
+    def handler(cpu: Vcpu, text: bytes):
+        r1, addr = _real_operand(cpu, text, width)
+        value = int.from_bytes(cpu.read_real(addr, width), "big")
+        if width == 4:
+            value |= cpu.engine.gpr(r1) & ~0xFFFFFFFF
+        cpu.engine.set_gpr(r1, value)
+    return handler
+
+
+def i_sic(cpu, text):
+    """SET INTERRUPTION CONTROLS (RSY: mode in R1 bits 48-63, ISC in R3 bits 32-34): the
+    adapter-interruption suppression mode of an ISC, 0 all interruptions or 1 single.  Only
+    suppressible adapters (zPCI) obey it and vmd has none, so it is checked and accepted; any
+    other mode is an operation exception, as in QEMU."""
+    r1 = text[1] >> 4
+    if cpu.engine.gpr(r1) & 0xFFFF not in (SIC_MODE_ALL, SIC_MODE_SINGLE):
+        raise ProgramInterruption(arch.PGM_OPERATION)
+
+
+def i_mc(cpu, text):
+    """MONITOR CALL (QEMU 7.2 emulates it; the engine's QEMU 5.0 does not know it): a monitor-event
+    program interruption when CR8 enables the class (I2, 0-15), storing the class at real 0x94
+    and the first-operand address as the monitor code at 0xB0; otherwise nothing."""
+    monitor_class = text[1]
+    if monitor_class & 0xF0:
+        raise ProgramInterruption(arch.PGM_SPECIFICATION)
+    if not cpu.engine.cr(8) & (0x8000 >> monitor_class):
+        return None
+    cpu.lowcore_write(LC_MONITOR_CLASS, monitor_class.to_bytes(2, "big"))
+    cpu.lowcore_write(LC_MONITOR_CODE, _si_addr(cpu, text).to_bytes(8, "big"))
+    raise ProgramInterruption(PGM_MONITOR_EVENT)
+
+
+def _ssf_addr(cpu: Vcpu, base_displacement: bytes) -> int:
+    """An SSF operand address from its B/D halfword."""
+    b = base_displacement[0] >> 4
+    d = ((base_displacement[0] & 0xF) << 8) | base_displacement[1]
+    return ((cpu.engine.gpr(b) if b else 0) + d) & cpu.addressing_mask()
+
+
+def i_mvcos(cpu, text):
+    """MOVE WITH OPTIONAL SPECIFICATIONS: up to 4096 bytes (R3 holds the length: more is cc 3,
+    the rest cc 0) from operand 2 to operand 1, each in the address space its operand-access
+    control in R0 names (bits 32-47 for operand 1, 48-63 for operand 2: key, space, and the
+    valid bits K and A), else in the PSW's.  The kernel's copy to and from user space.  Both
+    operands are translated before a byte moves, so a translation exception stores nothing.
+    Storage keys are not checked (vmd keeps none in force); in the problem state a key the
+    PSW-key mask does not permit and the home space are privileged-operation exceptions (QEMU
+    refuses every problem-state MVCOS with an addressing exception)."""
+    mask = cpu._psw_mask()
+    r3 = text[1] >> 4
+    gr0 = cpu.engine.gpr(0)
+    spaces = []
+    for oac in ((gr0 >> 16) & 0xFFFF, gr0 & 0xFFFF):
+        space = (oac >> 6) & 3 if oac & 1 else (mask & arch.PSW_ASC) >> 46
+        key = oac >> 12 if oac & 2 else (mask & arch.PSW_KEY) >> 52
+        if cpu.problem_state and ((oac & 1 and space == dat.ASC_HOME)
+                                  or not cpu.engine.cr(3) & (0x80000000 >> key)):
+            raise ProgramInterruption(arch.PGM_PRIVILEGED)
+        if space == dat.ASC_SECONDARY and not cpu.engine.cr(0) & CR0_SECONDARY_SPACE:
+            raise ProgramInterruption(dat.PGM_SPECIAL_OPERATION)
+        spaces.append(space)
+    length = cpu.engine.gpr(r3)
+    if not mask & arch.PSW_EA:
+        length &= 0xFFFFFFFF
+    cc = 0
+    if length > MVCOS_MAX:
+        length, cc = MVCOS_MAX, 3
+    if length:
+        dest, src = _ssf_addr(cpu, text[2:4]), _ssf_addr(cpu, text[4:6])
+        cpu.write(dest, cpu.read(src, length, spaces[1]), spaces[0])
+    _set_cc(cpu, cc)
+
+
 def i_lpp(cpu, text):
     """LOAD PROGRAM PARAMETER: the doubleword goes to the program-parameter register, which
     only the CPU-measurement facilities read (vmd has none)."""
     cpu.program_parameter = int.from_bytes(cpu.read(_s_addr(cpu, text), 8), "big")
+
+
+def i_spka(cpu, text):
+    """SET PSW KEY FROM ADDRESS: bits 56-59 of the operand address become the PSW key.  Problem
+    state may set the keys its PSW-key mask (CR3 bits 32-47) allows."""
+    key = (_s_addr(cpu, text) >> 4) & 0xF
+    if cpu.problem_state and not cpu.engine.cr(3) & (0x80000000 >> key):
+        raise ProgramInterruption(arch.PGM_PRIVILEGED)
+    _replace_psw_mask(cpu, (cpu._psw_mask() & ~arch.PSW_KEY) | (key << 52))
 
 
 def i_epsw(cpu, text):
@@ -898,6 +1221,7 @@ def i_epsw(cpu, text):
 #: two-part opcodes.  SIGP (0xAE) comes from vmd.cpu.sigp, the channel I/O instructions from
 #: vmd.cpu.channel_io: each registers itself here when imported.
 INSTRUCTIONS: dict = {
+    (0x01, 0x07): i_sckpf,
     0x80: i_ssm,
     0x82: i_lpsw,
     0x83: i_diag,
@@ -905,14 +1229,21 @@ INSTRUCTIONS: dict = {
     0xAD: _system_mask_op(lambda old, imm: old | imm),  # STOSM
     0xB6: i_stctl,
     0xB7: i_lctl,
+    0xB1: i_lra,
     (0xB2, 0x02): i_stidp,
     (0xB2, 0x06): i_sckc,
     (0xB2, 0x07): i_stckc,
     (0xB2, 0x08): i_spt,
     (0xB2, 0x09): i_stpt,
+    (0xB2, 0x0A): i_spka,
     (0xB2, 0x10): i_spx,
     (0xB2, 0x11): i_stpx,
+    (0xB2, 0x0D): i_ptlb,
     (0xB2, 0x12): i_stap,
+    (0xB2, 0x21): i_ipte,
+    (0xB2, 0x46): _store_using_real(4),  # STURA
+    (0xB2, 0x4B): _load_using_real(4),  # LURA
+    (0xB2, 0x50): i_csp,
     (0xB2, 0x20): i_servc,
     (0xB2, 0x29): i_iske,
     (0xB2, 0x2A): i_rrbe,
@@ -921,23 +1252,47 @@ INSTRUCTIONS: dict = {
     (0xB2, 0xB2): i_lpswe,
     (0xB2, 0x80): i_lpp,
     (0xB9, 0x8D): i_epsw,
+    (0xB9, 0x8A): i_cspg,
+    (0xB9, 0x8E): i_idte,
+    (0xB9, 0x05): _load_using_real(8),  # LURAG
+    (0xB9, 0x25): _store_using_real(8),  # STURG
+    (0xE3, 0x03): i_lray,  # LRAG
+    (0xE3, 0x13): i_lray,
     (0xEB, 0x25): i_stctg,
     (0xEB, 0x2F): i_lctlg,
+    (0xEB, 0xD1): i_sic,
+    (0xC8, 0x0): i_mvcos,
+}
+
+#: instructions of QEMU 7.2's CPU that the engine (QEMU 5.0) lacks: they end in an operation
+#: exception, and vmd carries them out instead (first opcode byte -> handler)
+ENGINE_GAPS: dict = {
+    0xAF: i_mc,
 }
 
 
-#: instructions the engine traps although the architecture lets problem state run them
-UNPRIVILEGED_TRAPS = frozenset({(0xB9, 0x8D)})  # EPSW
+#: instructions the engine traps although problem state may run them: EPSW always, SPKA and
+#: MVCOS with the keys the PSW-key mask allows (their handlers check)
+UNPRIVILEGED_TRAPS = frozenset({(0xB9, 0x8D), (0xB2, 0x0A), (0xC8, 0x0)})
 
 
-def _unprivileged(head: bytes) -> bool:
-    return (head[0], head[1]) in UNPRIVILEGED_TRAPS
-
-
-def lookup(text: bytes):
+def _opcode(text: bytes):
+    """The key of an instruction in the handler tables: its first opcode byte, or the pair of
+    that byte and the second part of the opcode (where the format puts it)."""
     first = text[0]
-    if first in (0xB2, 0xB9, 0xB3):
-        return INSTRUCTIONS.get((first, text[1]))
-    if first in (0xEB, 0xE3, 0xE5):
-        return INSTRUCTIONS.get((first, text[5]))
-    return INSTRUCTIONS.get(first)
+    if first in (0xB2, 0xB9, 0xB3, 0x01, 0xE5):  # the opcode's second byte follows the first
+        return first, text[1]
+    if first in (0xEB, 0xE3):  # RSY/RXY: the second opcode byte is the last
+        return first, text[5]
+    if first == 0xC8:  # SSF: a 4-bit opcode extension in the second byte
+        return first, text[1] & 0xF
+    return first
+
+
+def _unprivileged(text: bytes) -> bool:
+    return _opcode(text) in UNPRIVILEGED_TRAPS
+
+
+def lookup(text: bytes, handlers: dict | None = None):
+    """The emulation of an instruction in ``handlers`` (default :data:`INSTRUCTIONS`), or None."""
+    return (INSTRUCTIONS if handlers is None else handlers).get(_opcode(text))

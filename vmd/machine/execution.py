@@ -112,6 +112,9 @@ class Execution:
     # -- devices -------------------------------------------------------------------------
     def attach_device(self, device) -> None:
         """Give a realized device its guest I/O: a virtio-ccw transport in front of its back end."""
+        if getattr(device, "make_sclp_event", None) is not None:
+            self._plug_console(device)
+            return
         make_backend = getattr(device, "make_backend", None)
         subchannel = getattr(device, "subchannel", None)
         if make_backend is None or subchannel is None:
@@ -129,6 +132,13 @@ class Execution:
                 self.runner.resume()
 
     def detach_device(self, device) -> None:
+        if getattr(device, "sclp_event", None) is not None:
+            self.runner.pause()
+            self.sclp.unplug(device.sclp_event)
+            device.sclp_event = None
+            if self.machine.runstate.running and not self.ended:
+                self.runner.resume()
+            return
         transport = getattr(device, "io_handler", None)
         if transport is None:
             return
@@ -137,6 +147,46 @@ class Execution:
         transport.backend.close()
         if self.machine.runstate.running and not self.ended:
             self.runner.resume()
+
+    # -- SCLP consoles (devices/models/sclp_console.py) -------------------------------------
+    def _plug_console(self, device) -> None:
+        """Put an SCLP console on the event facility's bus; its host input raises attentions."""
+        event = device.make_sclp_event()
+        port = event.port
+        port.on_input = lambda: self._console_input(event)
+        self.runner.pause()
+        try:
+            self.sclp.plug(event)
+            device.sclp_event = event
+        finally:
+            if self.machine.runstate.running and not self.ended:
+                self.runner.resume()
+        if port.has_input():  # typed before the console was on the bus
+            port.to_loop(port.on_input)
+
+    def _console_input(self, event) -> None:
+        """(event loop) Host input reached a console: a line-mode console takes what it can, and
+        an event the guest accepts now waiting is announced by an attention, a service signal
+        with only the event-pending bit (QEMU's sclp_service_interrupt(0))."""
+        absorb = getattr(event, "absorb", None)
+        if absorb is not None:
+            absorb()
+        if self.sclp.event_pending():
+            self._service_signal(1)
+
+    def _service_signal(self, param: int, cpu: Vcpu | None = None) -> None:
+        """Raise a service signal.  The SCLP keeps one at most: a new one ORs its parameter into
+        the one still pending, wherever it waits (as QEMU's interruption controller does), so an
+        attention rides on a service call's completion; else it goes to ``cpu`` (CPU 0 if None)."""
+        for holder in self.cpus:
+            with holder.lock:
+                for index, pending in enumerate(holder.external):
+                    if pending.code == arch.EXT_SERVICE_SIGNAL:
+                        holder.external[index] = PendingExternal(arch.EXT_SERVICE_SIGNAL, pending.param | param)
+                        return
+        (cpu or self.cpus[0]).queue_external(PendingExternal(arch.EXT_SERVICE_SIGNAL, param))
+        self.runner.wake()
+    # --
 
     def _transports(self):
         for device in list(self.machine.devices.values()):
@@ -296,8 +346,7 @@ class Execution:
     def request_quiesce(self) -> None:
         """system_powerdown: the SCLP signal-quiesce event, announced by a service signal."""
         if self.sclp.request_quiesce():
-            self.cpus[0].queue_external(PendingExternal(arch.EXT_SERVICE_SIGNAL, 1))
-            self.runner.wake()
+            self._service_signal(1)
 
     # -- run control (event loop) ----------------------------------------------------------
     def start(self) -> None:
@@ -325,8 +374,7 @@ class Execution:
             param = self.sclp.service_call(command, sccb, cpu.prefix)
         except ServiceCallException as exc:
             raise ProgramInterruption(exc.code) from None
-        cpu.queue_external(PendingExternal(arch.EXT_SERVICE_SIGNAL, param))
-        self.runner.wake()
+        self._service_signal(param, cpu)
         return 0
 
     def _diagnose(self, cpu: Vcpu, code: int, r1: int, r3: int) -> int | None:

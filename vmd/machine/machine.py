@@ -26,6 +26,14 @@ from vmd.machine.runstate import RunState, RunStateMachine
 
 CSS_BUS_NAMES = ("virtual-css", "virtual-css-bus", "/machine/virtual-css-bridge/virtual-css")
 CSS_BUS_TYPE = "virtual-css-bus"
+# -- the SCLP's events bus (devices/models/sclp_console.py): the machine's own, without hot plug
+SCLP_EVENTS_BUS_NAME = "s390-sclp-events-bus.0"
+SCLP_EVENTS_BUS_TYPE = "s390-sclp-events-bus"
+#: the buses the machine itself provides, by the names bus= takes
+MACHINE_BUSES = {**{name: CSS_BUS_TYPE for name in CSS_BUS_NAMES}, SCLP_EVENTS_BUS_NAME: SCLP_EVENTS_BUS_TYPE}
+#: bus type -> its name, for the buses that refuse hot plug
+NO_HOTPLUG_BUSES = {SCLP_EVENTS_BUS_TYPE: SCLP_EVENTS_BUS_NAME}
+# --
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.]*\Z")
 
 
@@ -170,6 +178,8 @@ class Machine:
             if dev_id in self.by_id:
                 raise GenericError(f"Duplicate device ID '{dev_id}'")
         owner = self._bus_owner(cls, bus)
+        if self.booted and owner is None and cls.bus_type in NO_HOTPLUG_BUSES:
+            raise GenericError(f"Bus '{NO_HOTPLUG_BUSES[cls.bus_type]}' does not support hotplugging")
         if self.booted and not cls.hotpluggable:
             raise GenericError("Parameter 'driver' expects a pluggable device type")
         validated = registry.validate_props(cls, props)
@@ -199,6 +209,20 @@ class Machine:
             self.by_id[dev_id] = device
         return device
 
+    def add_onboard_device(self, driver: str, qom_path: str, props: dict[str, Any]) -> Device:
+        """A device the machine creates itself (the SCLP consoles of -serial), at ``qom_path``.
+
+        :raises GenericError: with QEMU's text.
+        """
+        cls = registry.lookup(driver)
+        device = cls(None, registry.validate_props(cls, props), qom_path)
+        with self._guest_held():
+            device.realize(self)
+            if self.execution is not None:
+                self.execution.attach_device(device)
+        self.devices[qom_path] = device
+        return device
+
     def _bus_owner(self, cls: type[Device], bus: str | None) -> Device | None:
         """The device providing the bus a new ``cls`` device goes on; None for the channel subsystem.
 
@@ -207,8 +231,8 @@ class Machine:
         :raises GenericError: with QEMU's texts.
         """
         if bus is not None:
-            if bus in CSS_BUS_NAMES:
-                owner, bus_type = None, CSS_BUS_TYPE
+            if bus in MACHINE_BUSES:
+                owner, bus_type = None, MACHINE_BUSES[bus]
             else:
                 owner = next((d for d in self.devices.values() if getattr(d, "child_bus_name", None) == bus), None)
                 if owner is None:
@@ -217,7 +241,7 @@ class Machine:
             if bus_type != cls.bus_type:
                 raise GenericError(f"Device '{cls.type_name}' can't go on {bus_type} bus")
             return owner
-        if cls.bus_type == CSS_BUS_TYPE:
+        if cls.bus_type in (CSS_BUS_TYPE, SCLP_EVENTS_BUS_TYPE):
             return None
         for device in reversed(self.devices.values()):
             if getattr(device, "child_bus_type", None) == cls.bus_type:
@@ -255,6 +279,8 @@ class Machine:
         device = self.find(ident)
         if device is None:
             raise DeviceNotFound(f"Device '{ident}' not found")
+        if getattr(device, "bus_owner", None) is None and device.bus_type in NO_HOTPLUG_BUSES:
+            raise GenericError(f"Bus '{NO_HOTPLUG_BUSES[device.bus_type]}' does not support hotplugging")
         if not device.hotpluggable:
             raise GenericError(f"Device '{device.type_name}' does not support hotplugging")
         # the devices on its bus go first, the newest first (QEMU's unparent order)

@@ -6,7 +6,10 @@ frontend: a QMP monitor (``-mon``/``-qmp``), a virtio-serial port
 issue, a terminal device.  A socket chardev in server mode listens; unlike
 QEMU, a monitor socket serves many clients at once, each with its own
 session.  A port talks to one client at a time, as QEMU's socket chardev
-does: later clients wait, not read, until the current one leaves.
+does: later clients wait, not read, until the current one leaves.  An SCLP console
+(``sclpconsole``, ``sclplmconsole``) attaches the same way.  A multiplexed chardev
+(``mon:stdio``, the ``-nographic`` default) carries a human monitor and a console at once,
+with QEMU's C-a keys (:class:`_MuxClient`).
 
 Security: unix sockets are created 0600 (umask around bind, so there is no
 window in which the socket is more open), and each listener accepts at most
@@ -19,6 +22,7 @@ import asyncio
 import collections
 import logging
 import os
+import stat
 import sys
 from typing import Any, BinaryIO, Callable
 
@@ -56,6 +60,8 @@ class Chardev:
         self.presocket: Any = None
         self.early_clients: list[Any] = []
         self.first_client: asyncio.Event | None = None
+        #: C-a x on a multiplexed chardev: the machine quits (set by the daemon)
+        self.quit_request: Callable[[], None] | None = None
 
     # -- QEMU's query-chardev "filename" ---------------------------------------------
     def filename(self) -> str:
@@ -80,6 +86,14 @@ class Chardev:
     def info(self) -> dict:
         is_open = self.port_link.guest_is_open if self.port_link is not None else self.frontend is not None
         return {"label": self.label, "filename": self.filename(), "frontend-open": is_open}
+
+    def infos(self) -> list[dict]:
+        """query-chardev's entries: QEMU shows a multiplexed chardev as the mux ("serial0", filename
+        "mux") and the backend under it ("serial0-base")."""
+        if not getattr(self.spec, "mux", False):
+            return [self.info()]
+        base = {"label": f"{self.label}-base", "filename": self.filename(), "frontend-open": True}
+        return [{**self.info(), "filename": "mux"}, base]
 
     # -- a virtio-serial port as the frontend (event loop) ------------------------------
     def attach_device(self, type_name: str, port: Any) -> None:
@@ -164,6 +178,9 @@ class Chardev:
         spec = self.spec
         loop = asyncio.get_running_loop()
         factory = protocol_factory or self._plain_protocol
+        if protocol_factory is not None and self.port_link is not None:
+            # a monitor and a console on one multiplexed chardev (mon:stdio): they share each client
+            factory = lambda early=None: _MuxClient(self, protocol_factory(early))  # noqa: E731
         self.first_client = asyncio.Event()
         if isinstance(spec, ChardevSocket):
             if not spec.server:
@@ -183,10 +200,12 @@ class Chardev:
             self.early_clients = []
         elif isinstance(spec, ChardevStdio):
             proto = factory(None)
+            if isinstance(proto, _MuxClient):
+                proto.monitor.writer = _MonitorWriter(proto, _StdoutWriter(self))
             if isinstance(proto, _PortClient):
                 # a port writes stdout synchronously, as the console does; stdin feeds it
                 try:
-                    await loop.connect_read_pipe(lambda: proto, sys.stdin)
+                    await _connect_stdin(loop, proto)
                 except (OSError, ValueError) as err:
                     log.warning("chardev %s: no input from stdin (%s)", self.label, err)
                 return
@@ -194,7 +213,7 @@ class Chardev:
             write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
             if hasattr(proto, "writer"):
                 proto.writer = write_transport  # type: ignore[attr-defined]
-            await loop.connect_read_pipe(lambda: proto, sys.stdin)
+            await _connect_stdin(loop, proto)
             self.connections.add(proto)
         elif isinstance(spec, ChardevFile):
             # opened (created or truncated) now, as QEMU opens it whether a frontend writes or not
@@ -229,6 +248,72 @@ class Chardev:
                 os.unlink(spec.path)
             except OSError:
                 pass
+
+
+async def _connect_stdin(loop: asyncio.AbstractEventLoop, proto: asyncio.Protocol) -> None:
+    """Feed stdin to ``proto``: a pipe, socket or terminal through the loop's poller; a regular
+    file or /dev/null, which the poller refuses (uvloop aborts the process on them), is read in
+    chunks from the loop instead, as QEMU reads it."""
+    fd = sys.stdin.fileno()
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+        await loop.connect_read_pipe(lambda: proto, sys.stdin)
+    else:
+        _FileReadTransport(loop, fd, proto)
+
+
+class _FileReadTransport(asyncio.ReadTransport):
+    """A file read as a stream, as fast as its protocol takes it (pause_reading holds it)."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, protocol: asyncio.Protocol):
+        super().__init__()
+        self._loop = loop
+        self._fd = fd
+        self._protocol = protocol
+        self._paused = self._closing = self._scheduled = False
+        loop.call_soon(protocol.connection_made, self)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._read)
+
+    def _read(self) -> None:
+        self._scheduled = False
+        if self._paused or self._closing:
+            return
+        try:
+            data = os.read(self._fd, self.CHUNK)
+        except OSError:
+            data = b""
+        if data:
+            self._protocol.data_received(data)
+            self._schedule()
+            return
+        self._protocol.eof_received()
+        self.close()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._schedule()
+
+    def is_reading(self) -> bool:
+        return not (self._paused or self._closing)
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def is_closing(self) -> bool:
+        return self._closing
 
 
 class _Tracked(asyncio.Protocol):
@@ -297,7 +382,8 @@ class _PortLink:
         self.port = port
         #: the client's socket buffers are full: output waits in the port (which then pushes back)
         self.congested = False
-        self.guest_is_open = False
+        # an SCLP console opens its chardev for good when it is created, as in QEMU
+        self.guest_is_open = bool(getattr(port, "frontend_open", False))
 
     def output_ready(self) -> None:
         while not self.congested:
@@ -366,3 +452,125 @@ class _PortClient(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+# -- multiplexed chardevs: a monitor and a console on one stream (mon:stdio) --------------------
+ESCAPE = 0x01  # C-a
+MUX_HELP = (b"\n\r"
+            b"C-a h    print this help\n\r"
+            b"C-a x    exit emulator\n\r"
+            b"C-a s    save disk data back to file (if -snapshot)\n\r"
+            b"C-a t    toggle console timestamps\n\r"
+            b"C-a b    send break (magic sysrq)\n\r"
+            b"C-a c    switch between console and monitor\n\r"
+            b"C-a C-a  sends C-a\n\r")
+MUX_TERMINATED = b"QEMU: Terminated\n\r"
+#: monitor output held while the console has the input focus
+MONITOR_HOLD_LIMIT = 64 * 1024
+
+
+class _StdoutWriter:
+    """Writes as the chardev writes a port's output: synchronously, in order with it."""
+
+    def __init__(self, chardev: Chardev):
+        self.chardev = chardev
+
+    def write(self, data: bytes) -> None:
+        self.chardev.write_out(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _MonitorWriter:
+    """The monitor's output while the console has the focus is held (bounded, oldest dropped)
+    and comes out when the monitor gets it, as QEMU's monitor does behind a mux."""
+
+    def __init__(self, mux: "_MuxClient", out: Any):
+        self.mux = mux
+        self.out = out
+        self.held = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if self.mux.console_focused:
+            self.held += data
+            del self.held[:max(0, len(self.held) - MONITOR_HOLD_LIMIT)]
+        else:
+            self.out.write(data)
+
+    def release(self) -> None:
+        data, self.held = bytes(self.held), bytearray()
+        if data:
+            self.out.write(data)
+
+    def is_closing(self) -> bool:
+        return self.out.is_closing()
+
+
+class _MuxClient(_PortClient):
+    """One client of a multiplexed chardev: QEMU's mux with a monitor and a console.
+
+    Input goes to the one with the focus, the console first (it is attached last).  C-a is the
+    escape: C-a c moves the focus, C-a x quits, C-a h lists the keys, C-a C-a is a C-a for
+    whoever has the focus; C-a with any other key does nothing here (s, t, b have nothing to act
+    on in vmd).
+    """
+
+    def __init__(self, chardev: Chardev, monitor: asyncio.Protocol):
+        super().__init__(chardev)
+        self.monitor: Any = monitor
+        self.console_focused = True
+        self._escape = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if getattr(self.monitor, "writer", None) is None:
+            self.monitor.writer = _MonitorWriter(self, transport)
+        super().connection_made(transport)
+        self.monitor.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        run = bytearray()
+        for byte in data:
+            if self._escape:
+                self._escape = False
+                if byte == ESCAPE:
+                    run.append(byte)
+                    continue
+                self._deliver(run)
+                run = bytearray()
+                self._command(byte)
+            elif byte == ESCAPE:
+                self._escape = True
+            else:
+                run.append(byte)
+        self._deliver(run)
+
+    def _deliver(self, run: bytearray) -> None:
+        if not run:
+            return
+        if self.console_focused:
+            self.chardev._client_data(self, bytes(run))
+        else:
+            self.monitor.data_received(bytes(run))
+
+    def _command(self, key: int) -> None:
+        if key in (ord("h"), ord("?")):
+            self._write(MUX_HELP)
+        elif key == ord("x"):
+            self._write(MUX_TERMINATED)
+            if self.chardev.quit_request is not None:
+                self.chardev.quit_request()
+        elif key == ord("c"):
+            self.console_focused = not self.console_focused
+            if self.console_focused:
+                self._write(b"\r\n")  # the monitor steps aside on a new line
+            elif isinstance(self.monitor.writer, _MonitorWriter):
+                self.monitor.writer.release()
+
+    def _write(self, data: bytes) -> None:
+        writer = self.monitor.writer
+        (writer.out if isinstance(writer, _MonitorWriter) else writer).write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.monitor.connection_lost(exc)
